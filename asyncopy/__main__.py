@@ -1,0 +1,3 @@
+from asyncopy.cli import run
+
+run()

@@ -1,0 +1,112 @@
+"""Walking a volume chunk by chunk with a bounded set of workers.
+
+``fan_out`` is the one place that owns the pipeline's nursery: a producer sends work down an
+unbuffered channel to a fixed number of workers (each owning one buffer, which is the memory
+bound). The first error cancels every task and is raised alone, not as a group; a
+cancellation from the caller passes through untouched.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import TypeVar
+
+import trio
+
+from asyncopy.endpoint import Volume, all_data
+from asyncopy.errors import EndpointError
+from asyncopy.plan import DataChunk, Work, data_ranges, fill_zero, plan_window
+
+T = TypeVar("T")
+
+# Chunks planned per call to ``extents``: bounds the size of one allocation-map query.
+WINDOW_CHUNKS = 256
+
+
+def aligned_buffer(size: int) -> memoryview:
+    """A page-aligned buffer (good for O_DIRECT) of ``size`` bytes."""
+    return memoryview(mmap.mmap(-1, max(size, 1)))[:size]
+
+
+async def run_all(jobs: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    """Run jobs concurrently; the first error cancels the others and is raised alone."""
+    errors: list[Exception] = []
+
+    async def guarded(job: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await job()
+        except Exception as exc:
+            errors.append(exc)
+            nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for job in jobs:
+            nursery.start_soon(guarded, job)
+    if errors:
+        raise errors[0]
+
+
+async def fan_out(
+    produce: Callable[[trio.MemorySendChannel[T]], Awaitable[None]],
+    workers: Sequence[Callable[[T], Awaitable[None]]],
+) -> None:
+    """Run ``produce`` feeding items to one task per worker; raise the first error alone."""
+    send, receive = trio.open_memory_channel[T](0)
+
+    async def feed() -> None:
+        async with send:
+            await produce(send)
+
+    async def serve(
+        worker: Callable[[T], Awaitable[None]], inbox: trio.MemoryReceiveChannel[T]
+    ) -> None:
+        async with inbox:
+            async for item in inbox:
+                await worker(item)
+
+    jobs: list[Callable[[], Awaitable[None]]] = [feed]
+    with receive:
+        jobs += [partial(serve, worker, receive.clone()) for worker in workers]
+    await run_all(jobs)
+
+
+async def plan_volume(
+    volume: Volume,
+    length: int,
+    chunk_size: int,
+    grid: int,
+    send: trio.MemorySendChannel[Work],
+    use_map: bool = True,
+) -> None:
+    """Send the work for [0, length) of ``volume``, asking its allocation map window by window."""
+    window = chunk_size * WINDOW_CHUNKS
+    for start in range(0, length, window):
+        end = min(start + window, length)
+        extents = (
+            await volume.extents(start, end - start) if use_map else all_data(start, end - start)
+        )
+        for work in plan_window(data_ranges(extents, start, end, grid), start, end, chunk_size):
+            await send.send(work)
+
+
+async def read_chunk(volume: Volume, chunk: DataChunk, view: memoryview) -> int:
+    """Fill ``view`` with the chunk: its data ranges read, the rest zeros; return bytes read."""
+    cursor = chunk.offset
+    total = 0
+    for start, end in chunk.data:
+        if start > cursor:
+            fill_zero(view[cursor - chunk.offset : start - chunk.offset])
+        want = end - start
+        got = await volume.read_into(start, view[start - chunk.offset : end - chunk.offset])
+        if got != want:
+            raise EndpointError(
+                volume.name, "read", f"short read: got {got} of {want} bytes", start, want
+            )
+        total += want
+        cursor = end
+    chunk_end = chunk.offset + chunk.length
+    if cursor < chunk_end:
+        fill_zero(view[cursor - chunk.offset : chunk.length])
+    return total

@@ -1,0 +1,88 @@
+"""The endpoint Protocol: the blueprint's open_volume/close_volume, made async.
+
+An endpoint is opened by an async context manager (``async with open_...() as volume``) and
+closed when the block ends, on success, error and cancellation alike. While open, it offers
+just what the engine needs. Blocking libraries stay inside the endpoint (threads or
+completion callbacks); no method blocks the event loop.
+
+Fallbacks for a missing capability live in the engine: an endpoint without an allocation map
+returns ``all_data``; a sink that cannot zero a range returns False from ``write_zeroes`` and
+the engine writes zero buffers instead.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class ExtentKind(enum.Enum):
+    DATA = "data"
+    ZERO = "zero"  # allocated, reads as zeros
+    HOLE = "hole"  # not allocated, reads as zeros
+
+
+@dataclass(frozen=True, slots=True)
+class Extent:
+    """A run of bytes of one kind in an allocation map."""
+
+    offset: int
+    length: int
+    kind: ExtentKind
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+def all_data(offset: int, length: int) -> list[Extent]:
+    """The allocation map of an endpoint that knows none: everything is data."""
+    return [Extent(offset, length, ExtentKind.DATA)] if length > 0 else []
+
+
+class Volume(Protocol):
+    """An open endpoint that can be read: every source, and every sink too."""
+
+    @property
+    def name(self) -> str:
+        """What error messages call this endpoint (a path or URI, never a secret)."""
+
+    @property
+    def size(self) -> int:
+        """Size in bytes."""
+
+    @property
+    def block_size(self) -> int:
+        """Logical block size: offsets and lengths of I/O are multiples of it."""
+
+    @property
+    def io_size(self) -> int:
+        """Preferred I/O size in bytes."""
+
+    async def read_into(self, offset: int, buf: memoryview) -> int:
+        """Read len(buf) bytes at offset into buf; return the count (less only past the end)."""
+
+    async def extents(self, offset: int, length: int) -> Sequence[Extent]:
+        """The allocation map of [offset, offset+length), sorted; gaps count as data."""
+
+
+Source = Volume
+
+
+class Sink(Volume, Protocol):
+    """An open endpoint that can be written."""
+
+    @property
+    def known_zero(self) -> bool:
+        """True when every byte not written reads as zero (a new file or image)."""
+
+    async def write(self, offset: int, data: memoryview) -> None:
+        """Write all of data at offset."""
+
+    async def write_zeroes(self, offset: int, length: int) -> bool:
+        """Make the range read as zeros; False if the sink cannot (nothing was done)."""
+
+    async def flush(self) -> None:
+        """Make every write durable; an error here fails the copy."""

@@ -1,0 +1,292 @@
+"""The copy engine.
+
+Design:
+- The source is cut on the digest grid of ``chunk_size`` chunks. A planner asks the source's
+  allocation map window by window and sends each chunk down an unbuffered channel, merging
+  chunks with no data into zero runs (nothing is read for them).
+- ``workers`` tasks, each owning one aligned buffer, take chunks: so no more than
+  workers * chunk_size bytes are ever held, whatever the volume size. A worker reads the
+  chunk's data ranges (the rest of the buffer is zero-filled), then in a thread hashes it and
+  finds its all-zero ``sparse_size`` blocks, then writes the data runs. Chunks are disjoint,
+  so the writes in flight never overlap, though they complete in any order.
+- Zeros are skipped on a sink known to read zeros, and zeroed otherwise: ``write_zeroes``
+  first, zero buffers when the sink cannot. A hole is never trusted on any other sink.
+- Only the last write can end off the sink's block grid (a source whose size is not a
+  multiple of the sink's block size); that block is read, patched and written back.
+- The first error cancels the pipeline and is raised alone. The sink is flushed at the end;
+  with ``verify`` it is then re-read and every chunk's digest compared with the source's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from asyncopy.chunks import aligned_buffer, fan_out, plan_volume, read_chunk
+from asyncopy.endpoint import Sink, Volume
+from asyncopy.errors import EndpointError, UsageError, VerificationFailed
+from asyncopy.plan import DataChunk, Segment, Work, ZeroRun, fill_zero, zero_segments
+from asyncopy.verify import DigestTable, chunk_digest, digest_volume
+
+MiB = 1 << 20
+DEFAULT_CHUNK_SIZE = 4 * MiB
+DEFAULT_DEPTH = 16
+DEFAULT_MAX_INFLIGHT = 64 * MiB
+DEFAULT_SPARSE_SIZE = 4096  # as qemu-img convert -S
+CPU_THREADS = 2  # threads hashing and zero-scanning chunks at once
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOptions:
+    """How to copy. Sizes in bytes; ``sparse_size`` 0 writes every byte (fully allocated)."""
+
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    depth: int = DEFAULT_DEPTH
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT
+    sparse_size: int = DEFAULT_SPARSE_SIZE
+    verify: bool = False
+    progress_interval: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.chunk_size <= 0 or self.depth <= 0:
+            raise UsageError("chunk size and depth must be positive")
+        if self.sparse_size < 0 or (self.sparse_size and self.chunk_size % self.sparse_size):
+            raise UsageError(
+                f"sparse size {self.sparse_size} must divide the chunk size {self.chunk_size}"
+            )
+        if self.max_inflight_bytes < self.chunk_size:
+            raise UsageError(
+                f"in-flight budget {self.max_inflight_bytes} is smaller than one chunk "
+                f"({self.chunk_size})"
+            )
+
+    @property
+    def workers(self) -> int:
+        return min(self.depth, self.max_inflight_bytes // self.chunk_size)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Bytes of the source handled so far (written, zeroed or skipped) out of ``total``."""
+
+    done: int
+    total: int
+    skipped: int
+
+
+@dataclass(frozen=True, slots=True)
+class CopyResult:
+    """What a finished (and, with ``verified``, checked) copy did."""
+
+    bytes_total: int
+    bytes_read: int
+    bytes_written: int
+    bytes_zeroed: int
+    bytes_skipped: int
+    seconds: float
+    verified: bool
+    digests: DigestTable = field(repr=False, compare=False)
+
+    def summary(self) -> dict[str, Any]:
+        """The figures as a JSON-ready dict (digests left out)."""
+        return {
+            "bytes_total": self.bytes_total,
+            "bytes_read": self.bytes_read,
+            "bytes_written": self.bytes_written,
+            "bytes_zeroed": self.bytes_zeroed,
+            "bytes_skipped": self.bytes_skipped,
+            "seconds": round(self.seconds, 6),
+            "verified": self.verified,
+        }
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+async def copy(
+    source: Volume,
+    sink: Sink,
+    options: CopyOptions | None = None,
+    progress: ProgressCallback | None = None,
+) -> CopyResult:
+    """Copy every byte of ``source`` onto the start of ``sink``.
+
+    Args:
+        source: an open endpoint to read.
+        sink: an open endpoint at least as large as the source.
+        options: chunking, concurrency, sparseness and verification settings.
+        progress: called at most every ``options.progress_interval`` seconds, and at the end.
+
+    Raises:
+        UsageError: the sink is too small or the block sizes do not fit the options;
+            nothing was written.
+        CopyFailed: an I/O error, a short read, a failed flush or a failed verification.
+    """
+    return await _Copy(source, sink, options or CopyOptions(), progress).run()
+
+
+def check_fit(source: Volume, sink: Sink, options: CopyOptions) -> None:
+    """Refuse, before anything is written, a copy that cannot be done."""
+    if sink.size < source.size:
+        raise UsageError(
+            f"destination {sink.name} is too small: {sink.size} bytes, "
+            f"source {source.name} is {source.size} bytes"
+        )
+    align = math.lcm(source.block_size, sink.block_size)
+    grid = options.sparse_size or options.chunk_size
+    if options.chunk_size % align or grid % align:
+        raise UsageError(
+            f"chunk size {options.chunk_size} and sparse size {options.sparse_size} must be "
+            f"multiples of the block size {align} of {source.name} and {sink.name}"
+        )
+
+
+class _Copy:
+    def __init__(
+        self, source: Volume, sink: Sink, options: CopyOptions, progress: ProgressCallback | None
+    ) -> None:
+        self.source = source
+        self.sink = sink
+        self.options = options
+        self.progress = progress
+        self.digests = DigestTable(source.size, options.chunk_size)
+        self.cpu = trio.CapacityLimiter(CPU_THREADS)
+        self.read = self.written = self.zeroed = self.skipped = 0
+        self.last_report = 0.0
+        self.tail = aligned_buffer(sink.block_size)
+
+    async def run(self) -> CopyResult:
+        check_fit(self.source, self.sink, self.options)
+        started = time.monotonic()
+        workers = [self._worker() for _ in range(self.options.workers)]
+        await fan_out(self._produce, workers)
+        if not self.digests.complete():
+            raise EndpointError(self.source.name, "copy", "not every chunk was copied")
+        await self.sink.flush()
+        if self.options.verify:
+            await self._verify()
+        self._report(force=True)
+        return CopyResult(
+            bytes_total=self.source.size,
+            bytes_read=self.read,
+            bytes_written=self.written,
+            bytes_zeroed=self.zeroed,
+            bytes_skipped=self.skipped,
+            seconds=time.monotonic() - started,
+            verified=self.options.verify,
+            digests=self.digests,
+        )
+
+    async def _produce(self, send: trio.MemorySendChannel[Work]) -> None:
+        grid = self.options.sparse_size or self.options.chunk_size
+        use_map = self.options.sparse_size > 0
+        await plan_volume(
+            self.source, self.source.size, self.options.chunk_size, grid, send, use_map
+        )
+
+    def _worker(self) -> Callable[[Work], Awaitable[None]]:
+        buf = aligned_buffer(self.options.chunk_size)
+
+        async def work(item: Work) -> None:
+            if isinstance(item, ZeroRun):
+                self.digests.set_zero(item.offset, item.length)
+                await self._zero(item.offset, item.length)
+            else:
+                await self._copy_chunk(item, buf[: item.length])
+            self._report()
+
+        return work
+
+    async def _copy_chunk(self, chunk: DataChunk, view: memoryview) -> None:
+        got = await read_chunk(self.source, chunk, view)
+        self.read += got  # not `+= await`: that loads the counter before other tasks run
+        digest, segments = await trio.to_thread.run_sync(
+            _analyse, view, self.options.sparse_size, limiter=self.cpu
+        )
+        for segment in segments:
+            offset = chunk.offset + segment.start
+            if segment.zero:
+                await self._zero(offset, segment.end - segment.start)
+            else:
+                await self._write(offset, view[segment.start : segment.end])
+        self.digests.set(chunk.offset // self.options.chunk_size, digest)
+
+    async def _write(self, offset: int, data: memoryview) -> None:
+        body = self._aligned_length(offset, len(data))
+        if body:
+            await self.sink.write(offset, data[:body])
+        if body < len(data):
+            await self._patch_tail(offset + body, data[body:])
+        self.written += len(data)
+
+    async def _zero(self, offset: int, length: int) -> None:
+        if self.sink.known_zero:
+            self.skipped += length
+            return
+        body = self._aligned_length(offset, length)
+        if body and not await self.sink.write_zeroes(offset, body):
+            await self._write_zero_buffers(offset, body)
+        if body < length:
+            await self._patch_tail(offset + body, None, length - body)
+        self.zeroed += length
+
+    async def _write_zero_buffers(self, offset: int, length: int) -> None:
+        zeros = _zero_buffer(self.options.chunk_size)
+        for start in range(offset, offset + length, len(zeros)):
+            await self.sink.write(start, zeros[: min(len(zeros), offset + length - start)])
+
+    def _aligned_length(self, offset: int, length: int) -> int:
+        """How much of [offset, offset+length) can be written as is (all but an unaligned end)."""
+        block = self.sink.block_size
+        end = offset + length
+        if block == 1 or end % block == 0:
+            return length
+        return max(end // block * block - offset, 0)
+
+    async def _patch_tail(self, offset: int, data: memoryview | None, length: int = 0) -> None:
+        """Write the last, partial block: read it from the sink, patch it, write it back."""
+        block = self.sink.block_size
+        got = await self.sink.read_into(offset, self.tail)
+        if got != block:
+            raise EndpointError(self.sink.name, "read", f"short read: got {got} of {block}", offset)
+        if data is None:
+            fill_zero(self.tail[:length])
+        else:
+            self.tail[: len(data)] = data
+        await self.sink.write(offset, self.tail)
+
+    def _report(self, force: bool = False) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if force or now - self.last_report >= self.options.progress_interval:
+            self.last_report = now
+            done = self.written + self.zeroed + self.skipped
+            self.progress(Progress(done, self.source.size, self.skipped))
+
+    async def _verify(self) -> None:
+        actual = await digest_volume(
+            self.sink, self.source.size, self.options.chunk_size, self.options.workers, self.cpu
+        )
+        differing = self.digests.differing(actual)
+        if differing:
+            raise VerificationFailed(self.sink.name, differing)
+
+
+def _analyse(view: memoryview, sparse_size: int) -> tuple[bytes, list[Segment]]:
+    return chunk_digest(view), zero_segments(view, sparse_size)
+
+
+_ZERO_BUFFERS: dict[int, memoryview] = {}
+
+
+def _zero_buffer(size: int) -> memoryview:
+    """A shared aligned buffer of zeros (never written), for sinks that cannot zero."""
+    if size not in _ZERO_BUFFERS:
+        _ZERO_BUFFERS[size] = aligned_buffer(size)
+    return _ZERO_BUFFERS[size]

@@ -1,0 +1,156 @@
+"""The pure core of the copy: no I/O, no trio.
+
+Design rules:
+- A volume is cut on a fixed grid of ``chunk_size`` chunks from offset 0; the last chunk may
+  be short. Digests use the same grid, so a chunk is the unit of reading, hashing and
+  verifying.
+- An allocation map is made safe before use: gaps count as data, and each data run is rounded
+  outward to ``grid`` (the sparse size, a multiple of every block size), so reads stay aligned
+  and a byte of data is never treated as a hole.
+- A chunk with no data at all becomes part of a ``ZeroRun`` (nothing read); any other chunk
+  is a ``DataChunk`` listing the ranges to read; the rest of it is known to be zeros.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from asyncopy.endpoint import Extent, ExtentKind
+
+Range = tuple[int, int]  # (start, end), end exclusive
+
+
+@dataclass(frozen=True, slots=True)
+class ZeroRun:
+    """Whole chunks that read as zeros: nothing to read."""
+
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataChunk:
+    """One chunk of the grid, and the absolute ranges in it that hold data."""
+
+    offset: int
+    length: int
+    data: tuple[Range, ...]
+
+
+Work = ZeroRun | DataChunk
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A run inside a chunk buffer, relative to the chunk start."""
+
+    start: int
+    end: int
+    zero: bool
+
+
+def data_ranges(extents: Iterable[Extent], start: int, end: int, grid: int) -> list[Range]:
+    """The data ranges of [start, end): gaps count as data, runs rounded outward to grid."""
+    ranges: list[Range] = []
+    cursor = start
+    for extent in sorted(extents, key=lambda e: e.offset):
+        lo, hi = max(extent.offset, start), min(extent.end, end)
+        if hi <= lo:
+            continue
+        if lo > cursor:
+            _append(ranges, cursor, lo, grid, end)
+        if extent.kind is ExtentKind.DATA:
+            _append(ranges, lo, hi, grid, end)
+        cursor = max(cursor, hi)
+    if cursor < end:
+        _append(ranges, cursor, end, grid, end)
+    return ranges
+
+
+def _append(ranges: list[Range], lo: int, hi: int, grid: int, limit: int) -> None:
+    lo = lo // grid * grid
+    hi = min(-(-hi // grid) * grid, limit)
+    if ranges and lo <= ranges[-1][1]:
+        ranges[-1] = (ranges[-1][0], max(ranges[-1][1], hi))
+    else:
+        ranges.append((lo, hi))
+
+
+def plan_window(ranges: list[Range], start: int, end: int, chunk_size: int) -> Iterator[Work]:
+    """Cut [start, end) (start on the grid) into zero runs and data chunks."""
+    index = 0
+    zero_start: int | None = None
+    for c_start in range(start, end, chunk_size):
+        c_end = min(c_start + chunk_size, end)
+        while index < len(ranges) and ranges[index][1] <= c_start:
+            index += 1
+        pieces = []
+        scan = index
+        while scan < len(ranges) and ranges[scan][0] < c_end:
+            pieces.append((max(ranges[scan][0], c_start), min(ranges[scan][1], c_end)))
+            scan += 1
+        if not pieces:
+            zero_start = c_start if zero_start is None else zero_start
+            continue
+        if zero_start is not None:
+            yield ZeroRun(zero_start, c_start - zero_start)
+            zero_start = None
+        yield DataChunk(c_start, c_end - c_start, tuple(pieces))
+    if zero_start is not None:
+        yield ZeroRun(zero_start, end - zero_start)
+
+
+def zero_segments(view: memoryview, sparse_size: int) -> list[Segment]:
+    """Split a buffer into runs of data and of all-zero ``sparse_size`` blocks.
+
+    ``bytes.startswith`` on a memoryview compares at memcmp speed without copying.
+    With ``sparse_size`` 0 nothing is detected: the whole buffer is one data run.
+    """
+    length = len(view)
+    if length == 0:
+        return []
+    if sparse_size <= 0:
+        return [Segment(0, length, False)]
+    zeros = zero_bytes(max(length, sparse_size))
+    if zeros.startswith(view):
+        return [Segment(0, length, True)]
+    block = zeros[:sparse_size]
+    segments: list[Segment] = []
+    for pos in range(0, length, sparse_size):
+        stop = min(pos + sparse_size, length)
+        is_zero = block.startswith(view[pos:stop])
+        if segments and segments[-1].zero == is_zero:
+            segments[-1] = Segment(segments[-1].start, stop, is_zero)
+        else:
+            segments.append(Segment(pos, stop, is_zero))
+    return segments
+
+
+_ZEROS = b""
+
+
+def zero_bytes(length: int) -> bytes:
+    """A shared read-only run of at least ``length`` zero bytes."""
+    global _ZEROS
+    if len(_ZEROS) < length:
+        _ZEROS = bytes(max(length, 2 * len(_ZEROS)))
+    return _ZEROS
+
+
+def fill_zero(view: memoryview) -> None:
+    """Overwrite a buffer with zeros."""
+    view[:] = zero_bytes(len(view))[: len(view)]
+
+
+def merge_indices(indices: Iterable[int], chunk_size: int, size: int) -> list[tuple[int, int]]:
+    """Chunk indices (sorted) as merged (offset, length) byte ranges clipped to size."""
+    ranges: list[tuple[int, int]] = []
+    for index in indices:
+        start = index * chunk_size
+        end = min(start + chunk_size, size)
+        if ranges and ranges[-1][0] + ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], end - ranges[-1][0])
+        else:
+            ranges.append((start, end - start))
+    return ranges

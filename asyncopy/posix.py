@@ -1,0 +1,175 @@
+"""Volumes reached through a POSIX file descriptor: regular files and block devices.
+
+Every blocking call runs in a worker thread under the volume's own limiter; errors become
+``EndpointError`` naming the path, the operation and the offset.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import stat
+import struct
+from collections.abc import Callable
+from typing import TypeVar
+
+import trio
+
+from asyncopy.endpoint import Extent, ExtentKind
+from asyncopy.errors import UsageError, endpoint_errors
+
+T = TypeVar("T")
+
+IO_THREADS = 16
+
+# <linux/fs.h>
+BLKSSZGET = 0x1268
+BLKIOMIN = 0x1278
+BLKIOOPT = 0x1279
+BLKZEROOUT = 0x127F
+BLKGETSIZE64 = 0x80081272
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+FALLOC_FL_ZERO_RANGE = 0x10
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+
+class FdVolume:
+    """The reading half shared by file and block-device endpoints."""
+
+    def __init__(self, name: str, fd: int, size: int, block_size: int, io_size: int) -> None:
+        self.name = name
+        self.fd = fd
+        self.size = size
+        self.block_size = block_size
+        self.io_size = io_size
+        self._limiter = trio.CapacityLimiter(IO_THREADS)
+
+    async def run(
+        self,
+        operation: str,
+        offset: int | None,
+        length: int | None,
+        fn: Callable[..., T],
+        *args: object,
+    ) -> T:
+        """Run a blocking call in a thread; an OSError names this volume and the offset."""
+        with endpoint_errors(self.name, operation, offset, length):
+            return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def read_into(self, offset: int, buf: memoryview) -> int:
+        return await self.run("read", offset, len(buf), pread_full, self.fd, buf, offset)
+
+
+def pread_full(fd: int, buf: memoryview, offset: int) -> int:
+    """Read until buf is full or the end is reached; return the count."""
+    done = 0
+    while done < len(buf):
+        got = os.preadv(fd, [buf[done:]], offset + done)
+        if got == 0:
+            break
+        done += got
+    return done
+
+
+def pwrite_full(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of data; a write that makes no progress is an error."""
+    done = 0
+    while done < len(data):
+        put = os.pwritev(fd, [data[done:]], offset + done)
+        if put <= 0:
+            raise OSError(errno.EIO, "write made no progress")
+        done += put
+
+
+def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
+    if _libc.fallocate(fd, mode, offset, length) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def seek_extents(fd: int, offset: int, length: int) -> list[Extent]:
+    """The data and hole runs of a file from SEEK_DATA/SEEK_HOLE."""
+    end = offset + length
+    extents: list[Extent] = []
+    pos = offset
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:  # ENXIO: no data after pos
+                raise
+            data = end
+        data = min(data, end)
+        if data > pos:
+            extents.append(Extent(pos, data - pos, ExtentKind.HOLE))
+        if data >= end:
+            break
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+        extents.append(Extent(data, hole - data, ExtentKind.DATA))
+        pos = hole
+    return extents
+
+
+def block_device_geometry(fd: int) -> tuple[int, int, int]:
+    """(size, logical block size, preferred I/O size) of a block device."""
+    size = struct.unpack("Q", fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8))[0]
+    block = struct.unpack("i", fcntl.ioctl(fd, BLKSSZGET, b"\0" * 4))[0]
+    opt = struct.unpack("I", fcntl.ioctl(fd, BLKIOOPT, b"\0" * 4))[0]
+    minimum = struct.unpack("I", fcntl.ioctl(fd, BLKIOMIN, b"\0" * 4))[0]
+    return size, block, max(opt, minimum, block)
+
+
+def block_zero_out(fd: int, offset: int, length: int) -> None:
+    fcntl.ioctl(fd, BLKZEROOUT, struct.pack("QQ", offset, length))
+
+
+def kind_of(path: str) -> str | None:
+    """'file', 'block' or None when the path does not exist; anything else is bad input."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsageError(f"{path}: {exc.strerror}") from exc
+    if stat.S_ISREG(mode):
+        return "file"
+    if stat.S_ISBLK(mode):
+        return "block"
+    raise UsageError(f"{path}: not a regular file or block device")
+
+
+async def open_fd(path: str, flags: int, what: str) -> int:
+    """Open a path in a thread; failure is bad input, reported in one line."""
+    try:
+        return await trio.to_thread.run_sync(os.open, path, flags | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot open: {exc.strerror}") from exc
+
+
+def close_fd(name: str, fd: int) -> None:
+    """Close synchronously (it must happen under cancellation too); an error fails the copy."""
+    with endpoint_errors(name, "close"):
+        os.close(fd)
+
+
+def zero_file_range(fd: int, offset: int, length: int) -> bool:
+    """Punch a hole (or zero the range) in a file; False if the filesystem can do neither."""
+    for mode in (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE):
+        try:
+            fallocate(fd, mode, offset, length)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                raise
+    return False
+
+
+def sync_and_drop_cache(fd: int) -> None:
+    """Make writes durable, then drop the now clean cached pages so re-reads hit the disk."""
+    os.fsync(fd)
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)

@@ -1,0 +1,1 @@
+"""Endpoints that are written: one module per kind."""

@@ -1,0 +1,69 @@
+"""A regular file as a sink.
+
+A file that does not exist is created sparse at the source's size: it reads as zeros, so
+holes are skipped and it stays thin. If the copy then fails, the file is removed. An existing
+file is written in place like a volume: it must be at least as large as the source and is
+not known to read zeros (unless the caller says so); zero runs are punched out as holes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from asyncopy.endpoint import Extent
+from asyncopy.errors import UsageError
+from asyncopy.posix import (
+    FdVolume,
+    close_fd,
+    open_fd,
+    pwrite_full,
+    seek_extents,
+    sync_and_drop_cache,
+    zero_file_range,
+)
+
+
+class FileSink(FdVolume):
+    def __init__(self, name: str, fd: int, size: int, io_size: int, known_zero: bool) -> None:
+        super().__init__(name, fd, size, 1, io_size)
+        self.known_zero = known_zero
+
+    async def extents(self, offset: int, length: int) -> Sequence[Extent]:
+        return await self.run("map", offset, length, seek_extents, self.fd, offset, length)
+
+    async def write(self, offset: int, data: memoryview) -> None:
+        await self.run("write", offset, len(data), pwrite_full, self.fd, data, offset)
+
+    async def write_zeroes(self, offset: int, length: int) -> bool:
+        return await self.run("zero", offset, length, zero_file_range, self.fd, offset, length)
+
+    async def flush(self) -> None:
+        await self.run("flush", None, None, sync_and_drop_cache, self.fd)
+
+
+@asynccontextmanager
+async def open_file_sink(
+    path: str, *, size: int, exists: bool, target_is_zero: bool = False
+) -> AsyncIterator[FileSink]:
+    """Open (or create, sized ``size``) a regular file for writing."""
+    flags = os.O_RDWR if exists else os.O_RDWR | os.O_CREAT | os.O_EXCL
+    fd = await open_fd(path, flags, "destination")
+    try:
+        if exists:
+            st = os.fstat(fd)
+            if st.st_size < size:
+                raise UsageError(
+                    f"destination {path} is too small: {st.st_size} bytes, source is {size} bytes"
+                )
+        else:
+            os.ftruncate(fd, size)
+        st = os.fstat(fd)
+        yield FileSink(path, fd, st.st_size, st.st_blksize, known_zero=target_is_zero or not exists)
+    except BaseException:
+        if not exists:
+            os.unlink(path)  # a failed copy leaves no half-written file behind
+        raise
+    finally:
+        close_fd(path, fd)

@@ -1,0 +1,1 @@
+"""Endpoints that are read: one module per kind."""

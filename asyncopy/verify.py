@@ -1,0 +1,223 @@
+"""Per-chunk digests, the manifest, and comparing volumes.
+
+Digests are xxh3-128 over a fixed grid of ``chunk_size`` chunks from offset 0; the last chunk
+may be short. A chunk that reads as zeros (hole, zero extent or zero bytes) has the digest of
+that many zero bytes, so digests do not depend on how a volume is allocated.
+
+Manifest format (JSON, version 1)::
+
+    {"format": "asyncopy-manifest", "version": 1, "algorithm": "xxh3-128",
+     "size": <bytes>, "chunk_size": <bytes>, "digests": ["<32 hex digits>", ...]}
+
+``digests[i]`` covers bytes [i*chunk_size, min((i+1)*chunk_size, size)).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from pathlib import Path
+
+import trio
+import xxhash
+
+from asyncopy.chunks import aligned_buffer, fan_out, plan_volume, read_chunk, run_all
+from asyncopy.endpoint import Volume
+from asyncopy.errors import UsageError
+from asyncopy.plan import DataChunk, Work, ZeroRun, fill_zero, merge_indices, zero_bytes
+
+ALGORITHM = "xxh3-128"
+DIGEST_SIZE = 16
+MANIFEST_FORMAT = "asyncopy-manifest"
+MANIFEST_VERSION = 1
+
+
+def chunk_digest(data: memoryview | bytes) -> bytes:
+    """The digest of one chunk's bytes."""
+    digest: bytes = xxhash.xxh3_128_digest(data)
+    return digest
+
+
+@lru_cache(maxsize=16)
+def zero_digest(length: int) -> bytes:
+    """The digest of ``length`` zero bytes."""
+    return chunk_digest(zero_bytes(length)[:length])
+
+
+class DigestTable:
+    """One digest per chunk of [0, size); every chunk must be set before it is compared."""
+
+    def __init__(self, size: int, chunk_size: int) -> None:
+        self.size = size
+        self.chunk_size = chunk_size
+        self.count = -(-size // chunk_size)
+        self._digests = bytearray(self.count * DIGEST_SIZE)
+        self._set = bytearray(self.count)
+
+    def chunk_length(self, index: int) -> int:
+        return min(self.chunk_size, self.size - index * self.chunk_size)
+
+    def set(self, index: int, digest: bytes) -> None:
+        self._digests[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE] = digest
+        self._set[index] = 1
+
+    def set_zero(self, offset: int, length: int) -> None:
+        """Record zero digests for the chunks of [offset, offset+length) (offset on the grid)."""
+        last = min(-(-(offset + length) // self.chunk_size), self.count)
+        for index in range(offset // self.chunk_size, last):
+            self.set(index, zero_digest(self.chunk_length(index)))
+
+    def get(self, index: int) -> bytes:
+        if not self._set[index]:
+            raise ValueError(f"digest of chunk {index} was never set")
+        return bytes(self._digests[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE])
+
+    def complete(self) -> bool:
+        return self._set.count(0) == 0
+
+    def differing(self, other: DigestTable) -> list[tuple[int, int]]:
+        """The byte ranges (offset, length) whose digests differ from ``other``'s."""
+        if (self.size, self.chunk_size) != (other.size, other.chunk_size):
+            raise ValueError("digest tables of different grids cannot be compared")
+        indices = (i for i in range(self.count) if self.get(i) != other.get(i))
+        return merge_indices(indices, self.chunk_size, self.size)
+
+    def hexdigests(self) -> Iterator[str]:
+        return (self.get(i).hex() for i in range(self.count))
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """The digests of a volume, as written by ``copy --manifest``."""
+
+    digests: DigestTable
+
+    def dumps(self) -> str:
+        return json.dumps(
+            {
+                "format": MANIFEST_FORMAT,
+                "version": MANIFEST_VERSION,
+                "algorithm": ALGORITHM,
+                "size": self.digests.size,
+                "chunk_size": self.digests.chunk_size,
+                "digests": list(self.digests.hexdigests()),
+            },
+            indent=1,
+        )
+
+    def write(self, path: Path) -> None:
+        """Write atomically: a reader sees the old manifest or the whole new one."""
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "w") as out:
+            out.write(self.dumps() + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, path: Path) -> Manifest:
+        try:
+            doc = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"manifest {path}: cannot read: {exc}") from exc
+        return cls(_table_from(doc, path))
+
+
+def _table_from(doc: object, path: Path) -> DigestTable:
+    if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
+        raise UsageError(f"manifest {path}: not an asyncopy manifest")
+    if doc.get("version") != MANIFEST_VERSION or doc.get("algorithm") != ALGORITHM:
+        raise UsageError(
+            f"manifest {path}: version {doc.get('version')} / {doc.get('algorithm')} "
+            f"unsupported (want {MANIFEST_VERSION} / {ALGORITHM})"
+        )
+    size, chunk_size, digests = doc.get("size"), doc.get("chunk_size"), doc.get("digests")
+    if not isinstance(size, int) or not isinstance(chunk_size, int) or chunk_size <= 0:
+        raise UsageError(f"manifest {path}: bad size or chunk_size")
+    table = DigestTable(size, chunk_size)
+    if not isinstance(digests, list) or len(digests) != table.count:
+        raise UsageError(f"manifest {path}: expected {table.count} digests")
+    try:
+        for index, text in enumerate(digests):
+            digest = bytes.fromhex(text)
+            if len(digest) != DIGEST_SIZE:
+                raise ValueError(text)
+            table.set(index, digest)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"manifest {path}: bad digest {exc}") from exc
+    return table
+
+
+async def digest_volume(
+    volume: Volume,
+    length: int,
+    chunk_size: int,
+    workers: int,
+    cpu: trio.CapacityLimiter | None = None,
+) -> DigestTable:
+    """Digest [0, length) of ``volume``, reading only what its allocation map says is data.
+
+    Bytes past the volume's end count as zeros, so two volumes of different sizes compare
+    equal when the larger one's extra bytes read as zeros (as ``qemu-img compare`` does).
+    """
+    table = DigestTable(length, chunk_size)
+    block = volume.block_size
+    read_end = min(-(-min(length, volume.size) // block) * block, volume.size)
+
+    async def produce(send: trio.MemorySendChannel[Work]) -> None:
+        await plan_volume(volume, read_end, chunk_size, block, send)
+        tail = -(-read_end // chunk_size) * chunk_size
+        if tail < length:
+            await send.send(ZeroRun(tail, length - tail))
+
+    def make_worker() -> Callable[[Work], Awaitable[None]]:
+        buf = aligned_buffer(chunk_size)
+
+        async def work(item: Work) -> None:
+            if isinstance(item, ZeroRun):
+                table.set_zero(item.offset, item.length)
+                return
+            index = item.offset // chunk_size
+            await _read_padded(volume, item, buf, table.chunk_length(index))
+            span = buf[: table.chunk_length(index)]
+            table.set(index, await trio.to_thread.run_sync(chunk_digest, span, limiter=cpu))
+
+        return work
+
+    await fan_out(produce, [make_worker() for _ in range(workers)])
+    return table
+
+
+async def _read_padded(volume: Volume, chunk: DataChunk, buf: memoryview, want: int) -> None:
+    """Read a chunk into buf and zero-fill it up to ``want`` bytes."""
+    await read_chunk(volume, chunk, buf[: chunk.length])
+    if want > chunk.length:
+        fill_zero(buf[chunk.length : want])
+
+
+async def compare(
+    a: Volume, b: Volume, chunk_size: int, workers: int, cpu: trio.CapacityLimiter | None = None
+) -> list[tuple[int, int]]:
+    """The byte ranges where two volumes differ (a shorter one reads as zero-extended)."""
+    length = max(a.size, b.size)
+    tables: dict[str, DigestTable] = {}
+
+    async def digest(key: str, volume: Volume) -> None:
+        tables[key] = await digest_volume(volume, length, chunk_size, workers, cpu)
+
+    await run_all([partial(digest, "a", a), partial(digest, "b", b)])
+    return tables["a"].differing(tables["b"])
+
+
+async def check_manifest(
+    volume: Volume, manifest: Manifest, workers: int, cpu: trio.CapacityLimiter | None = None
+) -> list[tuple[int, int]]:
+    """The byte ranges where ``volume`` differs from the manifest (its first SIZE bytes)."""
+    expected = manifest.digests
+    if volume.size < expected.size:
+        return [(volume.size, expected.size - volume.size)]
+    actual = await digest_volume(volume, expected.size, expected.chunk_size, workers, cpu)
+    return expected.differing(actual)

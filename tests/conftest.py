@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from asyncopy.loopdev import loop_device
+
+MiB = 1 << 20
+
+MakeLoop = Callable[..., tuple[str, Path]]
+
+
+def write_pattern(path: Path, size: int, data_at: list[tuple[int, int]], seed: int = 1) -> bytes:
+    """A sparse file of ``size`` with random bytes at (offset, length) runs; returns its bytes."""
+    rng = random.Random(seed)
+    image = bytearray(size)
+    with open(path, "wb") as out:
+        out.truncate(size)
+        for offset, length in data_at:
+            chunk = rng.randbytes(length)
+            image[offset : offset + length] = chunk
+            out.seek(offset)
+            out.write(chunk)
+    return bytes(image)
+
+
+@pytest.fixture
+def make_loop(tmp_path: Path) -> Iterator[MakeLoop]:
+    """Attach loop devices over new backing files; all are detached at the end of the test."""
+    with ExitStack() as stack:
+        count = 0
+
+        def make(
+            size: int, *, sector_size: int = 512, fill: bytes | None = None, read_only: bool = False
+        ) -> tuple[str, Path]:
+            nonlocal count
+            count += 1
+            backing = tmp_path / f"backing{count}.img"
+            with open(backing, "wb") as out:
+                out.truncate(size)
+                if fill is not None:
+                    out.write(fill)
+            device = stack.enter_context(
+                loop_device(backing, sector_size=sector_size, read_only=read_only)
+            )
+            return device, backing
+
+        yield make
+
+
+def open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
