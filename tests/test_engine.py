@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+
 import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +14,7 @@ from asyncopy.endpoint import Extent, ExtentKind
 from asyncopy.engine import CopyOptions, CopyResult, Progress, copy
 from asyncopy.errors import EndpointError, UsageError, VerificationFailed
 from asyncopy.reference import reference_copy
-from asyncopy.testing import FaultyVolume, Faults, MemoryVolume, RecordingSink
+from asyncopy.testing import Faults, FaultyVolume, MemoryVolume, RecordingSink
 from asyncopy.verify import chunk_digest
 
 K = 1024
@@ -141,7 +142,8 @@ async def test_known_zero_sink_gets_only_the_data() -> None:
 
 async def test_dirty_sink_gets_every_zero_run_zeroed() -> None:
     source = _layout()
-    sink = RecordingSink(MemoryVolume(b"\xff" * (source.size + 3000)))
+    inner = MemoryVolume(b"\xff" * (source.size + 3000))
+    sink = RecordingSink(inner)
     await copy(source, sink, SEQUENTIAL)
     c = LAYOUT_CHUNK
     assert sink.ops == [
@@ -154,8 +156,8 @@ async def test_dirty_sink_gets_every_zero_run_zeroed() -> None:
         ("write", 4 * c, 1000),
         ("flush", 0, 0),
     ]
-    assert sink.inner.data[: source.size] == source.data  # type: ignore[attr-defined]
-    assert sink.inner.data[source.size :] == b"\xff" * 3000  # type: ignore[attr-defined]
+    assert inner.data[: source.size] == source.data
+    assert inner.data[source.size :] == b"\xff" * 3000
 
 
 async def test_unaligned_end_on_a_4k_sink_is_read_patched_and_written() -> None:
@@ -207,7 +209,8 @@ async def test_an_io_error_fails_the_copy_naming_endpoint_and_offset(
     assert (error.endpoint, error.operation) == (endpoint, operation)
     at = faults.read_eio_at or faults.write_eio_at or faults.short_read_at
     if at is not None:
-        assert error.offset is not None and error.length is not None
+        assert error.offset is not None
+        assert error.length is not None
         assert error.offset <= at < error.offset + error.length
         assert f"{operation} failed on {endpoint} at offset {error.offset}" in str(error)
 
@@ -253,7 +256,7 @@ async def test_cancellation_stops_promptly() -> None:
 class InFlight(MemoryVolume):
     """Tracks reads and writes in flight; fails on overlapping writes."""
 
-    def __init__(self, data: bytes, **kwargs: object) -> None:
+    def __init__(self, data: bytes | bytearray, **kwargs: object) -> None:
         super().__init__(data, **kwargs)  # type: ignore[arg-type]
         self.writing: set[tuple[int, int]] = set()
         self.reads = self.peak_reads = self.peak_writes = 0
