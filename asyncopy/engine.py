@@ -163,8 +163,8 @@ class _Copy:
     async def run(self) -> CopyResult:
         check_fit(self.source, self.sink, self.options)
         started = time.monotonic()
-        workers = [self._worker() for _ in range(self.options.workers)]
-        await fan_out(self._produce, workers)
+        # The buffers live only as long as fan_out: verification then allocates its own.
+        await fan_out(self._produce, [self._worker() for _ in range(self.options.workers)])
         if not self.digests.complete():
             raise EndpointError(self.source.name, "copy", "not every chunk was copied")
         await self.sink.flush()

@@ -53,5 +53,12 @@ def make_loop(tmp_path: Path) -> Iterator[MakeLoop]:
         yield make
 
 
+def poke(path: Path, offset: int, data: bytes) -> None:
+    """Change bytes of a file in place."""
+    with open(path, "r+b") as out:
+        out.seek(offset)
+        out.write(data)
+
+
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))

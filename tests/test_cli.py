@@ -1,0 +1,92 @@
+"""The asyncopy command as an operator runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import MakeLoop, MiB, write_pattern
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "asyncopy", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_copy_prints_one_json_object(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    image = write_pattern(src, 8 * MiB, [(0, 4096), (6 * MiB, 1 * MiB)])
+    done = run("copy", f"file:{src}", str(dst), "--verify", "--json", "--chunk-size", "1M")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["bytes_total"] == 8 * MiB
+    assert report["bytes_read"] == report["bytes_written"] == 4096 + 1 * MiB
+    assert report["bytes_skipped"] == 8 * MiB - report["bytes_written"]
+    assert report["bytes_zeroed"] == 0
+    assert report["verified"] is True
+    assert report["seconds"] > 0
+    assert dst.read_bytes() == image
+
+
+def test_verify_exit_codes(tmp_path: Path) -> None:
+    a, b, manifest = tmp_path / "a.img", tmp_path / "b.img", tmp_path / "m.json"
+    write_pattern(a, 4 * MiB, [(0, 4 * MiB)])
+    assert run("copy", str(a), str(b), "--manifest", str(manifest)).returncode == 0
+    assert (run("verify", str(a), str(b)).returncode, run("verify", str(a), str(b)).stdout) == (
+        0,
+        "identical\n",
+    )
+    assert run("verify", "--manifest", str(manifest), str(b)).returncode == 0
+    with open(b, "r+b") as out:
+        out.write(b"?")
+    different = run("verify", str(a), str(b), "--json")
+    assert different.returncode == 1
+    assert json.loads(different.stdout)["differing"] == [{"offset": 0, "length": 4 * MiB}]
+    assert run("verify", "--manifest", str(manifest), str(b)).returncode == 1
+    assert run("verify", str(a), str(tmp_path / "missing.img")).returncode == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["copy", "{missing}", "{dst}"], "no such file"),
+        (["copy", "{src}", "nbd:thing"], "unknown scheme 'nbd'"),
+        (["copy", "{src}", "{dst}", "--chunk-size", "4X"], "bad chunk size"),
+        (["copy", "{src}", "{dst}", "--sparse-size", "3000"], "must divide the chunk size"),
+        (["copy", "{src}", "{small}"], "too small"),
+        (["copy", "{src}", "{dst}", "--manifest", "{missing}/m.json"], "not writable"),
+        (["copy", "{src}"], "the following arguments are required: dst"),
+        (["verify", "{src}"], "verify takes A B"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_nothing_written(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    src, small = tmp_path / "src.img", tmp_path / "small.img"
+    write_pattern(src, 4 * MiB, [(0, 4096)])
+    small.write_bytes(b"s" * 1000)
+    names = {"src": src, "dst": tmp_path / "dst.img", "small": small, "missing": tmp_path / "no"}
+    done = run(*(arg.format(**names) for arg in args))
+    assert done.returncode == 2
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("asyncopy: error: ")
+    assert message in lines[0]
+    assert not (tmp_path / "dst.img").exists()
+    assert small.read_bytes() == b"s" * 1000
+
+
+def test_copy_to_a_loop_device_with_4k_sectors(tmp_path: Path, make_loop: MakeLoop) -> None:
+    src = tmp_path / "src.img"
+    image = write_pattern(src, 3 * MiB + 512, [(0, 3 * MiB + 512)])
+    device, backing = make_loop(4 * MiB, sector_size=4096)
+    done = run("copy", str(src), device, "--verify", "--json")
+    assert done.returncode == 0, done.stderr
+    assert backing.read_bytes()[: len(image)] == image
+    assert run("verify", str(src), device).returncode == 0  # the rest of the device reads zeros

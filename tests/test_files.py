@@ -1,0 +1,101 @@
+"""Regular-file endpoints on a real filesystem."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import trio
+
+from asyncopy.api import copy_sync, copy_uri
+from asyncopy.endpoint import ExtentKind
+from asyncopy.engine import CopyOptions, Progress, copy
+from asyncopy.errors import EndpointError
+from asyncopy.testing import Faults, FaultyVolume
+from asyncopy.uri import open_sink, open_source
+from tests.conftest import MiB, open_fds, write_pattern
+
+LAYOUT = [(0, 4096), (1 * MiB, 64 * 1024), (5 * MiB + 4096, 8192)]
+
+
+async def test_seek_extents_report_data_and_holes(tmp_path: Path) -> None:
+    path = tmp_path / "src.img"
+    write_pattern(path, 8 * MiB, LAYOUT)
+    async with open_source(str(path)) as volume:
+        extents = await volume.extents(0, volume.size)
+    data = [(e.offset, e.length) for e in extents if e.kind is ExtentKind.DATA]
+    assert data == LAYOUT
+    assert sum(e.length for e in extents) == 8 * MiB
+
+
+def test_a_new_destination_is_an_exact_sparse_copy(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    image = write_pattern(src, 9 * MiB + 123, [*LAYOUT, (9 * MiB, 123)])
+    result = copy_sync(str(src), str(dst), CopyOptions(verify=True))
+    assert dst.read_bytes() == image
+    assert os.stat(dst).st_blocks <= os.stat(src).st_blocks
+    assert result.bytes_skipped > 8 * MiB
+    assert result.verified
+
+
+def test_an_existing_dirty_file_ends_up_equal_with_holes_punched(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    image = write_pattern(src, 8 * MiB, LAYOUT)
+    dst.write_bytes(random.Random(3).randbytes(8 * MiB + 4096))
+    result = copy_sync(str(src), str(dst))
+    assert dst.read_bytes()[: 8 * MiB] == image
+    assert result.bytes_skipped == 0
+    assert result.bytes_zeroed > 7 * MiB
+    assert os.stat(dst).st_blocks * 512 < 1 * MiB  # zeroing punched holes
+
+
+async def test_a_failed_copy_removes_the_file_it_created_and_closes_everything(
+    tmp_path: Path,
+) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    write_pattern(src, 8 * MiB, LAYOUT)
+    before = open_fds()
+
+    async def fail() -> None:
+        async with open_source(str(src)) as volume, open_sink(str(dst), size=volume.size) as sink:
+            await copy(FaultyVolume(volume, Faults(read_eio_at=1 * MiB)), sink)
+
+    with pytest.raises(EndpointError, match=r"read failed on .*src.img at offset 1048576"):
+        await fail()
+    assert not dst.exists()
+    assert open_fds() == before
+
+
+async def test_cancellation_mid_copy_releases_files(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    write_pattern(src, 16 * MiB, [(0, 16 * MiB)])
+    before = open_fds()
+    with trio.move_on_after(0.2) as scope:
+        async with open_source(str(src)) as volume, open_sink(str(dst), size=volume.size) as sink:
+            slow = FaultyVolume(volume, Faults(delay=0.05))
+            await copy(slow, sink, CopyOptions(chunk_size=1 * MiB, depth=2))
+    assert scope.cancelled_caught
+    assert not dst.exists()
+    assert open_fds() == before
+
+
+async def test_the_source_is_opened_read_only(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    write_pattern(src, 4 * MiB, LAYOUT)
+    modes: list[int] = []
+
+    def look(_: Progress) -> None:
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                target = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                continue
+            if target == str(src):
+                flags = Path(f"/proc/self/fdinfo/{fd}").read_text().split("flags:")[1].split()[0]
+                modes.append(int(flags, 8) & os.O_ACCMODE)
+
+    await copy_uri(str(src), str(dst), CopyOptions(progress_interval=0), progress=look)
+    assert modes
+    assert set(modes) == {os.O_RDONLY}
