@@ -250,7 +250,7 @@ async def test_cancellation_stops_promptly() -> None:
         await copy(source, sink, FAST)
     assert scope.cancelled_caught
     assert trio.current_time() - started < 0.5
-    assert len(faults.reads_started) < 32 << 20 // (64 * K)
+    assert len(faults.reads_started) < (32 << 20) // (64 * K) // 4  # stopped early
 
 
 class InFlight(MemoryVolume):
