@@ -41,9 +41,14 @@ async def run_all(jobs: Sequence[Callable[[], Awaitable[None]]]) -> None:
             errors.append(exc)
             nursery.cancel_scope.cancel()
 
-    async with trio.open_nursery() as nursery:
-        for job in jobs:
-            nursery.start_soon(guarded, job)
+    try:
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(guarded, job)
+    except BaseExceptionGroup as group:  # KeyboardInterrupt or Cancelled from inside a task
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     if errors:
         raise errors[0]
 

@@ -33,6 +33,7 @@ ALGORITHM = "xxh3-128"
 DIGEST_SIZE = 16
 MANIFEST_FORMAT = "asyncopy-manifest"
 MANIFEST_VERSION = 1
+MAX_CHUNK_SIZE = 1 << 30
 
 
 def chunk_digest(data: memoryview | bytes) -> bytes:
@@ -111,11 +112,15 @@ class Manifest:
     def write(self, path: Path) -> None:
         """Write atomically: a reader sees the old manifest or the whole new one."""
         tmp = path.with_name(f".{path.name}.tmp")
-        with open(tmp, "w") as out:
-            out.write(self.dumps() + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "w") as out:
+                out.write(self.dumps() + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
@@ -134,8 +139,10 @@ def _table_from(doc: object, path: Path) -> DigestTable:
             f"manifest {path}: version {doc.get('version')} / {doc.get('algorithm')} "
             f"unsupported (want {MANIFEST_VERSION} / {ALGORITHM})"
         )
-    size, chunk_size, digests = doc.get("size"), doc.get("chunk_size"), doc.get("digests")
-    if not isinstance(size, int) or not isinstance(chunk_size, int) or chunk_size <= 0:
+    size = _whole(doc.get("size"), 0, 1 << 60)
+    chunk_size = _whole(doc.get("chunk_size"), 1, MAX_CHUNK_SIZE)
+    digests = doc.get("digests")
+    if size is None or chunk_size is None:
         raise UsageError(f"manifest {path}: bad size or chunk_size")
     table = DigestTable(size, chunk_size)
     if not isinstance(digests, list) or len(digests) != table.count:
@@ -151,6 +158,22 @@ def _table_from(doc: object, path: Path) -> DigestTable:
     return table
 
 
+def _whole(value: object, low: int, high: int) -> int | None:
+    """``value`` if it is a whole number in [low, high], else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return value
+    return None
+
+
+def check_grid(volume: Volume, chunk_size: int) -> None:
+    """Refuse a chunk size that would cut a volume off its block grid."""
+    if not 0 < chunk_size <= MAX_CHUNK_SIZE or chunk_size % volume.block_size:
+        raise UsageError(
+            f"chunk size {chunk_size} must be a multiple of the block size {volume.block_size} "
+            f"of {volume.name} and at most {MAX_CHUNK_SIZE}"
+        )
+
+
 async def digest_volume(
     volume: Volume,
     length: int,
@@ -163,6 +186,7 @@ async def digest_volume(
     Bytes past the volume's end count as zeros, so two volumes of different sizes compare
     equal when the larger one's extra bytes read as zeros (as ``qemu-img compare`` does).
     """
+    check_grid(volume, chunk_size)
     table = DigestTable(length, chunk_size)
     block = volume.block_size
     read_end = min(-(-min(length, volume.size) // block) * block, volume.size)

@@ -304,3 +304,12 @@ async def test_progress_is_reported_at_a_bounded_rate_and_ends_complete() -> Non
     assert len(seen) >= 2
     assert seen[-1] == Progress(result.bytes_total, result.bytes_total, 0)
     assert [p.done for p in seen] == sorted(p.done for p in seen)
+
+
+async def test_keyboard_interrupt_in_a_worker_comes_out_alone() -> None:
+    class Interrupting(MemoryVolume):
+        async def read_into(self, offset: int, buf: memoryview) -> int:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        await copy(Interrupting(bytes(1 << 20)), MemoryVolume(bytes(1 << 20)), FAST)

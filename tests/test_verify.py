@@ -11,7 +11,7 @@ from asyncopy.api import copy_sync, copy_uri, verify_manifest, verify_uris
 from asyncopy.engine import CopyOptions
 from asyncopy.errors import UsageError
 from asyncopy.verify import Manifest, chunk_digest, zero_digest
-from tests.conftest import MiB, poke, write_pattern
+from tests.conftest import MakeLoop, MiB, poke, write_pattern
 
 
 def test_manifest_records_the_source_digests(tmp_path: Path) -> None:
@@ -64,3 +64,22 @@ def test_a_bad_manifest_is_bad_input(tmp_path: Path, content: str, message: str)
     path.write_text(content)
     with pytest.raises(UsageError, match=message):
         Manifest.read(path)
+
+
+@pytest.mark.parametrize(
+    ("size", "chunk_size"), [(-1, 4096), (-5, 4), (10, 0), (10, 1 << 40), (True, 4096)]
+)
+def test_a_manifest_with_impossible_sizes_is_bad_input(
+    tmp_path: Path, size: object, chunk_size: object
+) -> None:
+    path = tmp_path / "m.json"
+    doc = {"format": "asyncopy-manifest", "version": 1, "algorithm": "xxh3-128"}
+    path.write_text(json.dumps({**doc, "size": size, "chunk_size": chunk_size, "digests": []}))
+    with pytest.raises(UsageError, match="bad size or chunk_size"):
+        Manifest.read(path)
+
+
+async def test_verify_refuses_a_chunk_size_off_the_block_grid(make_loop: MakeLoop) -> None:
+    device, _ = make_loop(1 * MiB, sector_size=4096)
+    with pytest.raises(UsageError, match="multiple of the block size 4096"):
+        await verify_uris(device, device, 1000, 2)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from asyncopy.endpoint import Extent
-from asyncopy.errors import UsageError
+from asyncopy.errors import UsageError, endpoint_errors
 from asyncopy.posix import (
     FdVolume,
     close_fd,
@@ -51,19 +51,19 @@ async def open_file_sink(
     flags = os.O_RDWR if exists else os.O_RDWR | os.O_CREAT | os.O_EXCL
     fd = await open_fd(path, flags, "destination")
     try:
-        if exists:
+        with endpoint_errors(path, "create"):
+            if not exists:
+                os.ftruncate(fd, size)
             st = os.fstat(fd)
-            if st.st_size < size:
-                raise UsageError(
-                    f"destination {path} is too small: {st.st_size} bytes, source is {size} bytes"
-                )
-        else:
-            os.ftruncate(fd, size)
-        st = os.fstat(fd)
+        if st.st_size < size:
+            raise UsageError(
+                f"destination {path} is too small: {st.st_size} bytes, source is {size} bytes"
+            )
         yield FileSink(path, fd, st.st_size, st.st_blksize, known_zero=target_is_zero or not exists)
     except BaseException:
         if not exists:
-            os.unlink(path)  # a failed copy leaves no half-written file behind
+            with suppress(OSError):  # a failed copy leaves no half-written file behind
+                os.unlink(path)
         raise
     finally:
         close_fd(path, fd)
