@@ -4,16 +4,18 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-DEBS := util-linux
+DEBS := util-linux ceph-mon ceph-osd ceph-common python3-rados python3-rbd tgt \
+	qemu-utils qemu-block-extra
 CODE := asyncopy tests benchmarks scripts
 
 .PHONY: test lint demo bench-core deps clean
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml scripts/link-ceph-python
 	scripts/ensure-debs $(DEBS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	scripts/link-ceph-python $(VENV)
 	touch $@
 
 deps: $(BIN)/.installed

@@ -1,6 +1,7 @@
 """asyncopy: fast, verified volume copies between RBD, iSCSI, block devices and files."""
 
 from asyncopy.api import copy_sync, copy_uri, verify_manifest, verify_uris
+from asyncopy.ceph import CephOptions
 from asyncopy.endpoint import Extent, ExtentKind, Sink, Source, Volume, all_data
 from asyncopy.engine import CopyOptions, CopyResult, Progress, copy
 from asyncopy.errors import (
@@ -10,17 +11,21 @@ from asyncopy.errors import (
     UsageError,
     VerificationFailed,
 )
-from asyncopy.uri import open_sink, open_source
+from asyncopy.sinks.rbd import RbdCreate
+from asyncopy.uri import EndpointOptions, open_sink, open_source
 
 __all__ = [
     "AsyncopyError",
+    "CephOptions",
     "CopyFailed",
     "CopyOptions",
     "CopyResult",
     "EndpointError",
+    "EndpointOptions",
     "Extent",
     "ExtentKind",
     "Progress",
+    "RbdCreate",
     "Sink",
     "Source",
     "UsageError",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import trio
 
+from asyncopy.ceph import RbdVolume
+from asyncopy.endpoint import Volume
 from asyncopy.engine import CopyOptions, CopyResult, ProgressCallback, copy
 from asyncopy.errors import CopyFailed, UsageError
-from asyncopy.uri import open_sink, open_source
+from asyncopy.uri import EndpointOptions, open_sink, open_source
 from asyncopy.verify import Manifest, check_manifest, compare
 
 
@@ -22,6 +25,8 @@ async def copy_uri(
     target_is_zero: bool = False,
     manifest: Path | None = None,
     progress: ProgressCallback | None = None,
+    src_options: EndpointOptions | None = None,
+    dst_options: EndpointOptions | None = None,
 ) -> CopyResult:
     """Open ``src`` read-only and ``dst`` for writing, copy, and write the manifest if asked.
 
@@ -32,8 +37,13 @@ async def copy_uri(
     if manifest is not None:
         _check_writable_dir(manifest)
     async with (
-        open_source(src) as source,
-        open_sink(dst, size=source.size, target_is_zero=target_is_zero) as sink,
+        open_source(src, src_options) as source,
+        open_sink(
+            dst,
+            size=source.size,
+            target_is_zero=target_is_zero,
+            options=like_source(source, dst_options),
+        ) as sink,
     ):
         result = await copy(source, sink, options, progress)
     if manifest is not None:
@@ -52,6 +62,8 @@ def copy_sync(
     target_is_zero: bool = False,
     manifest: Path | None = None,
     progress: ProgressCallback | None = None,
+    src_options: EndpointOptions | None = None,
+    dst_options: EndpointOptions | None = None,
 ) -> CopyResult:
     """``copy_uri`` for callers without trio: runs its own event loop in this thread."""
     job = partial(
@@ -62,21 +74,36 @@ def copy_sync(
         target_is_zero=target_is_zero,
         manifest=manifest,
         progress=progress,
+        src_options=src_options,
+        dst_options=dst_options,
     )
     return trio.run(job)
 
 
-async def verify_uris(a: str, b: str, chunk_size: int, workers: int) -> list[tuple[int, int]]:
+async def verify_uris(
+    a: str, b: str, chunk_size: int, workers: int, options: EndpointOptions | None = None
+) -> list[tuple[int, int]]:
     """The byte ranges where two endpoints differ (empty: identical)."""
-    async with open_source(a) as left, open_source(b) as right:
+    async with open_source(a, options) as left, open_source(b, options) as right:
         return await compare(left, right, chunk_size, workers)
 
 
-async def verify_manifest(path: Path, spec: str, workers: int) -> list[tuple[int, int]]:
+async def verify_manifest(
+    path: Path, spec: str, workers: int, options: EndpointOptions | None = None
+) -> list[tuple[int, int]]:
     """The byte ranges where an endpoint differs from a manifest (empty: identical)."""
     manifest = Manifest.read(path)
-    async with open_source(spec) as volume:
+    async with open_source(spec, options) as volume:
         return await check_manifest(volume, manifest, workers)
+
+
+def like_source(source: Volume, options: EndpointOptions | None) -> EndpointOptions:
+    """A destination image created from an RBD source gets its object size, as ``rbd cp``."""
+    options = options or EndpointOptions()
+    if isinstance(source, RbdVolume) and options.create.object_size is None:
+        create = replace(options.create, object_size=source.io_size)
+        options = replace(options, create=create)
+    return options
 
 
 def _check_writable_dir(path: Path) -> None:

@@ -11,13 +11,16 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
 import trio
 
+from asyncopy import devstack
 from asyncopy.api import copy_uri, verify_manifest, verify_uris
+from asyncopy.ceph import DEFAULT_TIMEOUT, CephOptions
 from asyncopy.engine import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_DEPTH,
@@ -28,7 +31,9 @@ from asyncopy.engine import (
     Progress,
 )
 from asyncopy.errors import AsyncopyError, CopyFailed, UsageError
+from asyncopy.sinks.rbd import RbdCreate
 from asyncopy.sizes import human, parse_size
+from asyncopy.uri import EndpointOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -43,8 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     cp = commands.add_parser("copy", help="copy SRC onto DST")
-    cp.add_argument("src", help="source: a path or file:PATH")
-    cp.add_argument("dst", help="destination: a path (created if missing) or file:PATH")
+    cp.add_argument("src", help="source: a path, file:PATH or rbd:POOL/IMAGE[@SNAP][:opt=val]")
+    cp.add_argument(
+        "dst", help="destination: a path, file:PATH or rbd:POOL/IMAGE (created if missing)"
+    )
     cp.add_argument("--verify", action="store_true", help="re-read DST and compare digests")
     cp.add_argument("--manifest", type=Path, help="write the source's digests to this file")
     cp.add_argument("--chunk-size", default=str(DEFAULT_CHUNK_SIZE), help="I/O and digest unit")
@@ -62,6 +69,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("--json", action="store_true", help="print one JSON object")
     cp.add_argument("--progress", action="store_true", help="show progress on stderr")
+    rbd = cp.add_argument_group("RBD endpoints")
+    rbd.add_argument("--src-conf", help="ceph.conf for an rbd: SRC that names none")
+    rbd.add_argument("--dst-conf", help="ceph.conf for an rbd: DST that names none")
+    _ceph_timeout(rbd)
+    rbd.add_argument("--object-size", help="object size of a created DST image (e.g. 4M)")
+    rbd.add_argument("--image-features", help="features of a created DST image, comma-separated")
+    rbd.add_argument("--data-pool", help="data pool of a created DST image")
+    rbd.add_argument(
+        "--keep-on-failure",
+        action="store_true",
+        help="keep a DST image this copy created even when the copy fails",
+    )
 
     vf = commands.add_parser("verify", help="compare A with B, or A with a manifest")
     vf.add_argument("a", help="endpoint to check")
@@ -70,7 +89,24 @@ def _parser() -> argparse.ArgumentParser:
     vf.add_argument("--chunk-size", default=str(DEFAULT_CHUNK_SIZE), help="digest unit")
     vf.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="chunks in flight")
     vf.add_argument("--json", action="store_true", help="print one JSON object")
+    vf.add_argument("--conf", help="ceph.conf for rbd: endpoints that name none")
+    _ceph_timeout(vf)
+
+    ds = commands.add_parser("devstack", help="a private Ceph cluster and iSCSI target")
+    ds.add_argument("action", choices=("up", "status", "down"))
+    ds.add_argument("dir", type=Path, help="directory holding all of the stack's state")
+    ds.add_argument("--osd-size", default="4G", help="memstore OSD capacity (RAM, used as written)")
+    ds.add_argument("--no-iscsi", action="store_true", help="start Ceph only")
     return parser
+
+
+def _ceph_timeout(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--ceph-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help="seconds before a Ceph connection or operation fails (never a hang)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command == "copy":
             return _copy(args)
+        if args.command == "devstack":
+            return _devstack(args)
         return _verify(args)
     except UsageError as exc:
         return _fail(str(exc), EXIT_ERROR)
@@ -105,6 +143,8 @@ def _copy(args: argparse.Namespace) -> int:
         target_is_zero=args.target_is_zero,
         manifest=args.manifest,
         progress=_show_progress if args.progress else None,
+        src_options=_endpoint_options(args, args.src_conf),
+        dst_options=_endpoint_options(args, args.dst_conf, create=_create_options(args)),
     )
     result = trio.run(job)
     if args.json:
@@ -120,10 +160,11 @@ def _verify(args: argparse.Namespace) -> int:
     chunk_size = parse_size(args.chunk_size, "chunk size")
     if args.depth <= 0 or chunk_size <= 0:
         raise UsageError("chunk size and depth must be positive")
+    options = _endpoint_options(args, args.conf)
     if args.manifest is not None:
-        differing = trio.run(verify_manifest, args.manifest, args.a, args.depth)
+        differing = trio.run(verify_manifest, args.manifest, args.a, args.depth, options)
     else:
-        differing = trio.run(verify_uris, args.a, args.b, chunk_size, args.depth)
+        differing = trio.run(verify_uris, args.a, args.b, chunk_size, args.depth, options)
     if args.json:
         ranges = [{"offset": offset, "length": length} for offset, length in differing]
         print(json.dumps({"identical": not differing, "differing": ranges}))
@@ -133,6 +174,47 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         print("identical")
     return EXIT_FAILED if differing else EXIT_OK
+
+
+def _endpoint_options(
+    args: argparse.Namespace, conf: str | None, create: RbdCreate | None = None
+) -> EndpointOptions:
+    if not args.ceph_timeout > 0:
+        raise UsageError("--ceph-timeout must be positive")
+    ceph = CephOptions(timeout=args.ceph_timeout, conf=conf)
+    return EndpointOptions(ceph=ceph, create=create or RbdCreate())
+
+
+def _create_options(args: argparse.Namespace) -> RbdCreate:
+    features = None
+    if args.image_features is not None:
+        features = tuple(name.strip() for name in args.image_features.split(",") if name.strip())
+    create = RbdCreate(
+        object_size=None
+        if args.object_size is None
+        else parse_size(args.object_size, "object size"),
+        features=features,
+        data_pool=args.data_pool,
+        keep_on_failure=args.keep_on_failure,
+    )
+    create.order()  # bad input is found before anything is opened
+    create.feature_bits()
+    return create
+
+
+def _devstack(args: argparse.Namespace) -> int:
+    if args.action == "up":
+        stack = devstack.up(
+            args.dir, osd_bytes=parse_size(args.osd_size, "OSD size"), iscsi=not args.no_iscsi
+        )
+        print(json.dumps(asdict(stack), indent=2))
+    elif args.action == "status":
+        state = devstack.status(args.dir)
+        print(json.dumps(state, indent=2))
+        return EXIT_OK if state["ceph_answers_io"] and all(state["alive"].values()) else EXIT_FAILED
+    else:
+        devstack.down(args.dir)
+    return EXIT_OK
 
 
 def _describe(result: CopyResult) -> str:

@@ -1,4 +1,4 @@
-"""From what an operator types (a path, ``file:PATH``) to an open endpoint."""
+"""From what an operator types (a path, ``file:PATH``, ``rbd:POOL/IMAGE``) to an open endpoint."""
 
 from __future__ import annotations
 
@@ -6,17 +6,29 @@ import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 
+from asyncopy.ceph import CephOptions, parse_rbd
 from asyncopy.endpoint import Sink, Volume
 from asyncopy.errors import UsageError
 from asyncopy.posix import kind_of
 from asyncopy.sinks.blockdev import open_block_sink
 from asyncopy.sinks.file import open_file_sink
+from asyncopy.sinks.rbd import RbdCreate, open_rbd_sink
 from asyncopy.sources.blockdev import open_block_source
 from asyncopy.sources.file import open_file_source
+from asyncopy.sources.rbd import open_rbd_source
 
-SCHEMES = ("file",)
+SCHEMES = ("file", "rbd")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class EndpointOptions:
+    """What opening an endpoint may need beyond its URI."""
+
+    ceph: CephOptions = field(default_factory=CephOptions)
+    create: RbdCreate = field(default_factory=RbdCreate)  # for a missing destination image
 
 
 def parse(spec: str) -> tuple[str, str]:
@@ -30,32 +42,54 @@ def parse(spec: str) -> tuple[str, str]:
     if scheme not in SCHEMES:
         raise UsageError(f"{spec}: unknown scheme {scheme!r} (known: {', '.join(SCHEMES)})")
     if not match.group(2):
-        raise UsageError(f"{spec}: no path after {scheme}:")
+        raise UsageError(f"{spec}: nothing after {scheme}:")
     return scheme, match.group(2)
 
 
 @asynccontextmanager
-async def open_source(spec: str) -> AsyncIterator[Volume]:
+async def open_source(spec: str, options: EndpointOptions | None = None) -> AsyncIterator[Volume]:
     """Open the endpoint named by ``spec`` read-only."""
-    _, path = parse(spec)
-    kind = kind_of(path)
+    options = options or EndpointOptions()
+    scheme, rest = parse(spec)
+    if scheme == "rbd":
+        async with open_rbd_source(parse_rbd(rest), options.ceph) as image:
+            yield image
+        return
+    kind = kind_of(rest)
     if kind is None:
-        raise UsageError(f"source {path}: no such file or device")
+        raise UsageError(f"source {rest}: no such file or device")
     opener = open_block_source if kind == "block" else open_file_source
-    async with opener(path) as volume:
+    async with opener(rest) as volume:
         yield volume
 
 
 @asynccontextmanager
-async def open_sink(spec: str, *, size: int, target_is_zero: bool = False) -> AsyncIterator[Sink]:
-    """Open the endpoint named by ``spec`` for writing ``size`` bytes; create a missing file."""
-    _, path = parse(spec)
-    kind = kind_of(path)
+async def open_sink(
+    spec: str,
+    *,
+    size: int,
+    target_is_zero: bool = False,
+    options: EndpointOptions | None = None,
+) -> AsyncIterator[Sink]:
+    """Open the endpoint named by ``spec`` for writing ``size`` bytes; create what is missing."""
+    options = options or EndpointOptions()
+    scheme, rest = parse(spec)
+    if scheme == "rbd":
+        async with open_rbd_sink(
+            parse_rbd(rest),
+            size=size,
+            options=options.ceph,
+            create=options.create,
+            target_is_zero=target_is_zero,
+        ) as image:
+            yield image
+        return
+    kind = kind_of(rest)
     if kind == "block":
-        async with open_block_sink(path, size=size, target_is_zero=target_is_zero) as sink:
+        async with open_block_sink(rest, size=size, target_is_zero=target_is_zero) as sink:
             yield sink
     else:
         async with open_file_sink(
-            path, size=size, exists=kind == "file", target_is_zero=target_is_zero
+            rest, size=size, exists=kind == "file", target_is_zero=target_is_zero
         ) as file_sink:
             yield file_sink

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from asyncopy import devstack
 from asyncopy.loopdev import loop_device
+from tests.cephtools import Cluster
 
 MiB = 1 << 20
 
@@ -62,3 +64,19 @@ def poke(path: Path, offset: int, data: bytes) -> None:
 
 def open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
+    """One dev stack (Ceph and tgtd) for the whole session, started by the project's code."""
+    directory = tmp_path_factory.mktemp("devstack")
+    started = devstack.up(directory, osd_bytes=2 << 30)
+    try:
+        yield started
+    finally:
+        devstack.down(directory)
+
+
+@pytest.fixture
+def ceph(stack: devstack.Stack) -> Cluster:
+    return Cluster(stack)

@@ -1,0 +1,417 @@
+"""A private dev stack: a single-node Ceph cluster and a tgtd iSCSI target, on loopback.
+
+``up(DIR)`` boots one monitor and one memstore OSD (the pool ``rbd`` initialised) and a tgtd
+target, all listening on 127.0.0.1 on free ports with every file under DIR, and writes
+``DIR/devstack.json``. ``down(DIR)`` stops exactly the processes ``up`` started, by pid (and
+start time, so a reused pid is never hit), then removes DIR. Both are used by the tests, the
+demo and the benchmarks, and by ``asyncopy devstack``.
+
+What made the cluster boot in seconds and clients never hang: the monmap and ``mon host``
+both name the v2 address; no authentication; pool size one; memstore (RAM) sized for the
+work; and client timeouts on every librados call (a full OSD otherwise blocks writes forever).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from asyncopy.errors import AsyncopyError
+
+STATE_FILE = "devstack.json"
+POOL = "rbd"
+DEFAULT_OSD_BYTES = 4 << 30
+BOOT_TIMEOUT = 60.0
+CLIENT_TIMEOUT = 10
+
+# command -> Debian package
+REQUIRED = {
+    "ceph-mon": "ceph-mon",
+    "monmaptool": "ceph-mon",
+    "ceph-osd": "ceph-osd",
+    "rbd": "ceph-common",
+    "tgtd": "tgt",
+    "tgtadm": "tgt",
+}
+
+
+class DevstackError(AsyncopyError):
+    """The dev stack could not be started, inspected or stopped."""
+
+
+@dataclass(frozen=True)
+class Daemon:
+    """A process ``up`` started: its pid and the kernel's start time for that pid."""
+
+    name: str
+    pid: int
+    start_time: int
+
+
+@dataclass
+class Stack:
+    """What ``up`` wrote to ``devstack.json``."""
+
+    dir: str
+    ceph_conf: str
+    pool: str
+    mon_host: str
+    iscsi_portal: str | None
+    tgt_control_port: int | None
+    daemons: list[Daemon] = field(default_factory=list)
+
+    def save(self) -> None:
+        path = Path(self.dir) / STATE_FILE
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> Stack:
+        path = directory / STATE_FILE
+        try:
+            raw: dict[str, Any] = json.loads(path.read_text())
+            daemons = [Daemon(**item) for item in raw.pop("daemons")]
+            return cls(**raw, daemons=daemons)
+        except FileNotFoundError as exc:
+            raise DevstackError(f"{directory}: no dev stack here ({STATE_FILE} missing)") from exc
+        except (ValueError, TypeError, KeyError) as exc:
+            raise DevstackError(f"{path}: not a dev stack state file ({exc})") from exc
+
+
+def missing_packages() -> list[str]:
+    """Debian packages whose commands are missing, in a stable order."""
+    missing = {pkg for cmd, pkg in REQUIRED.items() if shutil.which(cmd) is None}
+    try:
+        import rados  # noqa: F401
+        import rbd  # noqa: F401
+    except ImportError:
+        missing.update({"python3-rados", "python3-rbd"})
+    return sorted(missing)
+
+
+def up(
+    directory: Path,
+    *,
+    osd_bytes: int = DEFAULT_OSD_BYTES,
+    iscsi: bool = True,
+    timeout: float = BOOT_TIMEOUT,
+) -> Stack:
+    """Boot the stack under ``directory`` (created; must not hold a stack) and return it."""
+    missing = missing_packages()
+    if missing:
+        raise DevstackError(f"missing Debian packages: {' '.join(missing)}")
+    directory = directory.resolve()
+    if (directory / STATE_FILE).exists():
+        raise DevstackError(f"{directory}: a dev stack is already there; run down first")
+    for sub in ("run", "log", "mon", "osd"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    mon_port = free_port()
+    stack = Stack(
+        dir=str(directory),
+        ceph_conf=str(directory / "ceph.conf"),
+        pool=POOL,
+        mon_host=f"[v2:127.0.0.1:{mon_port}]",
+        iscsi_portal=None,
+        tgt_control_port=None,
+    )
+    try:
+        _boot_ceph(stack, osd_bytes, time.monotonic() + timeout)
+        if iscsi:
+            _boot_tgtd(stack, time.monotonic() + timeout)
+    except BaseException:
+        stop(stack)
+        raise
+    stack.save()
+    return stack
+
+
+def down(directory: Path) -> None:
+    """Stop what ``up`` started there and remove the directory; nothing there is fine."""
+    directory = directory.resolve()
+    if not directory.exists():
+        return
+    if (directory / STATE_FILE).exists():
+        stop(Stack.load(directory))
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def status(directory: Path) -> dict[str, Any]:
+    """Which daemons are alive, and whether the cluster answers I/O."""
+    stack = Stack.load(directory.resolve())
+    daemons = {daemon.name: _alive(daemon) for daemon in stack.daemons}
+    try:
+        _probe_io(stack, CLIENT_TIMEOUT)
+        answers = True
+    except DevstackError:
+        answers = False
+    return {**asdict(stack), "alive": daemons, "ceph_answers_io": answers}
+
+
+def stop(stack: Stack) -> None:
+    """Stop every daemon of the stack: SIGTERM, then SIGKILL if it lingers."""
+    for daemon in reversed(stack.daemons):
+        if daemon.name == "tgtd" and _alive(daemon):
+            _shut_tgtd(stack)
+        _stop_daemon(daemon)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def client_conf(timeout: int = CLIENT_TIMEOUT) -> dict[str, str]:
+    """librados options that turn a hang (cluster down or full) into an error."""
+    return {
+        "rados_osd_op_timeout": str(timeout),
+        "rados_mon_op_timeout": str(timeout),
+        "client_mount_timeout": str(timeout),
+    }
+
+
+# -- Ceph ---------------------------------------------------------------------------------
+
+
+def _ceph_conf(stack: Stack, fsid: str, osd_bytes: int) -> str:
+    d = stack.dir
+    return f"""[global]
+fsid = {fsid}
+mon host = {stack.mon_host}
+public addr = 127.0.0.1
+ms bind msgr1 = false
+auth cluster required = none
+auth service required = none
+auth client required = none
+keyring = {d}/keyring
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg autoscale mode = off
+mon allow pool size one = true
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+osd crush chooseleaf type = 0
+run dir = {d}/run
+admin socket = {d}/run/$name.asok
+pid file = {d}/run/$name.pid
+log file = {d}/log/$name.log
+log to stderr = false
+mon data = {d}/mon/$id
+osd data = {d}/osd/$id
+osd objectstore = memstore
+memstore device bytes = {osd_bytes}
+"""
+
+
+def _boot_ceph(stack: Stack, osd_bytes: int, deadline: float) -> None:
+    d = Path(stack.dir)
+    fsid = str(uuid.uuid4())
+    Path(stack.ceph_conf).write_text(_ceph_conf(stack, fsid, osd_bytes))
+    (d / "keyring").write_text("")
+    conf = ["-c", stack.ceph_conf]
+    monmap = str(d / "monmap")
+    _run(["monmaptool", "--create", "--addv", "a", stack.mon_host, "--fsid", fsid, monmap], d)
+    _run(["ceph-mon", *conf, "--mkfs", "-i", "a", "--monmap", monmap], d)
+    stack.daemons.append(_spawn("ceph-mon", ["ceph-mon", *conf, "-f", "-i", "a"], d))
+    osd_uuid = str(uuid.uuid4())
+    osd_id = _mon_command(stack, {"prefix": "osd create", "uuid": osd_uuid}, deadline).strip()
+    (d / "osd" / osd_id).mkdir()
+    _run(["ceph-osd", *conf, "--mkfs", "-i", osd_id, "--osd-uuid", osd_uuid], d)
+    stack.daemons.append(_spawn("ceph-osd", ["ceph-osd", *conf, "-f", "-i", osd_id], d))
+    _mon_command(stack, {"prefix": "osd pool create", "pool": stack.pool, "pg_num": 8}, deadline)
+    _until(deadline, stack, lambda: _init_pool(stack))
+
+
+def _mon_command(stack: Stack, command: dict[str, Any], deadline: float) -> str:
+    """Run a monitor command, retrying until the monitor answers or the deadline passes."""
+    result: list[str] = []
+
+    def attempt() -> None:
+        with _cluster(stack, CLIENT_TIMEOUT) as cluster:
+            ret, out, err = cluster.mon_command(json.dumps(command), b"", timeout=CLIENT_TIMEOUT)
+        if ret != 0:
+            raise DevstackError(f"ceph {command['prefix']}: {err or os.strerror(-ret)}")
+        result.append(out.decode())
+
+    _until(deadline, stack, attempt)
+    return result[0]
+
+
+def _init_pool(stack: Stack) -> None:
+    import rbd
+
+    with _cluster(stack, CLIENT_TIMEOUT) as cluster, cluster.open_ioctx(stack.pool) as ioctx:
+        rbd.RBD().pool_init(ioctx, True)
+    _probe_io(stack, CLIENT_TIMEOUT)
+
+
+def _probe_io(stack: Stack, timeout: int) -> None:
+    """Write and read back one object; DevstackError if the cluster does not answer."""
+    import rados
+
+    try:
+        with _cluster(stack, timeout) as cluster, cluster.open_ioctx(stack.pool) as ioctx:
+            ioctx.write_full("asyncopy-devstack-probe", b"ok")
+            if ioctx.read("asyncopy-devstack-probe") != b"ok":
+                raise DevstackError("the probe object read back wrong")
+    except rados.Error as exc:
+        raise DevstackError(f"ceph does not answer I/O: {exc}") from exc
+
+
+@contextmanager
+def _cluster(stack: Stack, timeout: int) -> Iterator[Any]:
+    """A short-lived librados connection with timeouts."""
+    import rados
+
+    handle = rados.Rados(conffile=stack.ceph_conf, conf=client_conf(timeout))
+    try:
+        handle.connect(timeout=timeout)
+        yield handle
+    finally:
+        handle.shutdown()
+
+
+# -- tgtd ---------------------------------------------------------------------------------
+
+
+def _boot_tgtd(stack: Stack, deadline: float) -> None:
+    port, control = free_port(), _free_control_port()
+    args = ["tgtd", "-f", "--iscsi", f"portal=127.0.0.1:{port}", "--control-port", str(control)]
+    stack.daemons.append(_spawn("tgtd", args, Path(stack.dir)))
+    stack.iscsi_portal = f"127.0.0.1:{port}"
+    stack.tgt_control_port = control
+    show = ["tgtadm", "-C", str(control), "--lld", "iscsi", "--op", "show", "--mode", "target"]
+    _until(deadline, stack, lambda: _run(show, Path(stack.dir)))
+
+
+def _free_control_port() -> int:
+    """tgtd's management channel is the Unix socket /run/tgtd/socket.N, N below 32768."""
+    rng = random.Random()
+    while True:
+        number = rng.randrange(1024, 32768)
+        if not Path(f"/run/tgtd/socket.{number}").exists():
+            return number
+
+
+def _shut_tgtd(stack: Stack) -> None:
+    """tgtd ignores SIGTERM: delete its targets, then ask it to exit."""
+    control = str(stack.tgt_control_port)
+    base = ["tgtadm", "-C", control, "--lld", "iscsi"]
+    with suppress(DevstackError):
+        shown = _run([*base, "--op", "show", "--mode", "target"], Path(stack.dir))
+        for tid in re.findall(r"^Target (\d+):", shown, re.MULTILINE):
+            _run(
+                [*base, "--op", "delete", "--mode", "target", "--tid", tid, "--force"],
+                Path(stack.dir),
+            )
+        _run([*base, "--op", "delete", "--mode", "system"], Path(stack.dir))
+
+
+# -- processes ----------------------------------------------------------------------------
+
+_BACKTRACE = re.compile(r"^\s*\d+: ")
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _run(args: Sequence[str], directory: Path) -> str:
+    """Run a setup command; its failure is a DevstackError with its output."""
+    try:
+        done = subprocess.run(
+            args, cwd=directory, capture_output=True, text=True, timeout=CLIENT_TIMEOUT * 3
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DevstackError(f"{args[0]}: {exc}") from exc
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        detail = [line for line in lines if not _BACKTRACE.match(line)][-3:]
+        raise DevstackError(f"{' '.join(args[:3])}: exit {done.returncode}: {' / '.join(detail)}")
+    return done.stdout
+
+
+def _spawn(name: str, args: Sequence[str], directory: Path) -> Daemon:
+    log = open(directory / "log" / f"{name}.out", "ab")  # noqa: SIM115 (the child keeps it)
+    with log:
+        child = subprocess.Popen(
+            args,
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # Ctrl-C in the caller's terminal does not reach it
+        )
+    _children[child.pid] = child
+    return Daemon(name, child.pid, _start_time(child.pid) or 0)
+
+
+def _start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (start time in clock ticks); None if there is no such pid."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":  # a zombie has exited
+        return None
+    return int(fields[19])
+
+
+def _alive(daemon: Daemon) -> bool:
+    return _start_time(daemon.pid) == daemon.start_time
+
+
+def _stop_daemon(daemon: Daemon, grace: float = 5.0) -> None:
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        if not _alive(daemon):
+            break
+        os.kill(daemon.pid, sig)
+        end = time.monotonic() + wait
+        while _alive(daemon) and time.monotonic() < end:
+            _reap(daemon.pid)
+            time.sleep(0.05)
+    _reap(daemon.pid)
+    if _alive(daemon):
+        raise DevstackError(f"{daemon.name} (pid {daemon.pid}) does not stop")
+
+
+def _reap(pid: int) -> None:
+    child = _children.get(pid)
+    if child is not None and child.poll() is not None:
+        del _children[pid]
+
+
+def _until(deadline: float, stack: Stack, attempt: Any) -> None:
+    """Call ``attempt`` until it succeeds; at the deadline fail with the daemons' log tails."""
+    while True:
+        try:
+            attempt()
+            return
+        except Exception as exc:
+            dead = [d.name for d in stack.daemons if not _alive(d)]
+            if dead or time.monotonic() >= deadline:
+                why = f"{', '.join(dead)} exited" if dead else "timed out"
+                tails = _log_tails(stack)
+                raise DevstackError(f"dev stack did not start ({why}): {exc}{tails}") from exc
+            time.sleep(0.5)
+
+
+def _log_tails(stack: Stack, lines: int = 5) -> str:
+    tails = []
+    for log in sorted((Path(stack.dir) / "log").glob("*")):
+        text = log.read_text(errors="replace").strip().splitlines()[-lines:]
+        if text:
+            tails.append(f"\n--- {log.name}:\n" + "\n".join(text))
+    return "".join(tails)
