@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -23,6 +24,7 @@ from asyncopy.testing import Faults, FaultyVolume
 from asyncopy.uri import EndpointOptions, open_source
 from tests.cephtools import Cluster, MiB, objects_with_data, qemu_identical
 from tests.conftest import MakeLoop, write_pattern
+from tests.test_cli import run
 
 OBJ = 4 * MiB
 LAYOUTS: dict[str, tuple[int, list[tuple[int, int]]]] = {
@@ -269,3 +271,49 @@ def test_a_snapshot_is_not_a_destination(ceph: Cluster, tmp_path: Path) -> None:
     write_pattern(src, MiB, [(0, 10)])
     with pytest.raises(UsageError, match="cannot be written"):
         copy_sync(str(src), ceph.uri("whatever", "snap"))
+
+
+def test_the_cli_takes_conf_options_and_verifies(ceph: Cluster, tmp_path: Path) -> None:
+    name = ceph.name()
+    content = ceph.create(name, 8 * MiB, [(MiB, 5000)])
+    dst = tmp_path / "dst.img"
+    src = f"rbd:{ceph.pool}/{name}"  # no conf= in the URI: --src-conf names it
+    done = run("copy", src, str(dst), "--src-conf", ceph.conf, "--json", "--ceph-timeout", "9")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["bytes_read"] == 4 * MiB  # one object read, not 8 MiB
+    assert dst.read_bytes() == content
+    assert run("verify", src, str(dst), "--conf", ceph.conf).returncode == 0
+    back = ceph.name()
+    done = run("copy", str(dst), f"rbd:{ceph.pool}/{back}", "--dst-conf", ceph.conf)
+    assert done.returncode == 0, done.stderr
+    assert ceph.read(back) == content
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--object-size", "3000"], "object size 3000 must be a power of two"),
+        (["--image-features", "layering,warp-drive"], "unknown image feature(s) warp-drive"),
+        (["--ceph-timeout", "0"], "--ceph-timeout must be positive"),
+    ],
+)
+def test_bad_cli_options_are_one_line(
+    ceph: Cluster, tmp_path: Path, extra: list[str], message: str
+) -> None:
+    src = tmp_path / "src.img"
+    write_pattern(src, MiB, [(0, 10)])
+    name = ceph.name()
+    done = run("copy", str(src), ceph.uri(name), *extra)
+    assert done.returncode == 2
+    assert done.stderr.startswith("asyncopy: error: ")
+    assert message in done.stderr
+    assert done.stderr.count("\n") == 1
+    assert not ceph.exists(name)
+
+
+def test_a_missing_image_is_one_line(ceph: Cluster, tmp_path: Path) -> None:
+    done = run("copy", ceph.uri("no-such-image"), str(tmp_path / "dst.img"))
+    assert (done.returncode, done.stderr) == (
+        2,
+        f"asyncopy: error: rbd:{ceph.pool}/no-such-image: no such image\n",
+    )

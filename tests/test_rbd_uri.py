@@ -1,0 +1,78 @@
+"""The rbd: URI, in qemu's syntax (no cluster needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from asyncopy.ceph import RbdSpec, fill_holes, parse_rbd
+from asyncopy.endpoint import Extent, ExtentKind
+from asyncopy.errors import UsageError
+from asyncopy.uri import parse
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("rbd/vol", RbdSpec(pool="rbd", image="vol")),
+        ("rbd/vol@snap1", RbdSpec(pool="rbd", image="vol", snapshot="snap1")),
+        ("rbd/ns/vol", RbdSpec(pool="rbd", namespace="ns", image="vol")),
+        (
+            "volumes/volume-1@s:conf=/etc/ceph/a.conf:id=cinder:keyring=/k",
+            RbdSpec(
+                pool="volumes",
+                image="volume-1",
+                snapshot="s",
+                conf="/etc/ceph/a.conf",
+                user="cinder",
+                keyring="/k",
+            ),
+        ),
+        (
+            r"rbd/vol:mon_host=[v2\:127.0.0.1\:3300]",
+            RbdSpec(pool="rbd", image="vol", options=(("mon_host", "[v2:127.0.0.1:3300]"),)),
+        ),
+    ],
+)
+def test_parse_accepts_qemu_syntax(text: str, expected: RbdSpec) -> None:
+    assert parse_rbd(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "expected rbd:POOL/IMAGE"),
+        ("pool", "expected POOL/IMAGE"),
+        ("a/b/c/d", "expected POOL/IMAGE"),
+        ("pool/", "expected POOL/IMAGE"),
+        ("pool/img@", "empty snapshot"),
+        ("pool/img:conf", "needs the form key=value"),
+        ("pool/img:=x", "needs the form key=value"),
+        ("pool/img:key=", "needs the form key=value"),
+    ],
+)
+def test_parse_rejects_bad_uris(text: str, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        parse_rbd(text)
+
+
+def test_messages_name_the_image_never_option_values() -> None:
+    spec = parse_rbd("rbd/vol@s:key=AQBsecretsecret==:conf=/c:id=admin")
+    assert str(spec) == "rbd:rbd/vol@s"
+    with pytest.raises(UsageError) as bad:
+        parse_rbd("rbd/vol:key=AQBsecret==:oops")
+    assert "AQBsecret" not in str(bad.value)
+
+
+def test_rbd_is_a_known_scheme() -> None:
+    assert parse("rbd:rbd/vol") == ("rbd", "rbd/vol")
+
+
+def test_fill_holes_clips_and_fills_gaps() -> None:
+    found = [(0, 10, True), (4096, 8192, True), (20000, 5000, False), (30000, 10**6, True)]
+    assert fill_holes(100, 40000, found) == [
+        Extent(100, 3996, ExtentKind.HOLE),
+        Extent(4096, 8192, ExtentKind.DATA),
+        Extent(12288, 17712, ExtentKind.HOLE),
+        Extent(30000, 10100, ExtentKind.DATA),
+    ]
+    assert fill_holes(0, 5, []) == [Extent(0, 5, ExtentKind.HOLE)]
