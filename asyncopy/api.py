@@ -13,7 +13,7 @@ from asyncopy.ceph import RbdVolume
 from asyncopy.endpoint import Volume
 from asyncopy.engine import CopyOptions, CopyResult, ProgressCallback, copy
 from asyncopy.errors import CopyFailed, UsageError
-from asyncopy.uri import EndpointOptions, open_sink, open_source
+from asyncopy.uri import EndpointOptions, check, open_sink, open_source
 from asyncopy.verify import Manifest, check_manifest, compare
 
 
@@ -36,6 +36,8 @@ async def copy_uri(
     """
     if manifest is not None:
         _check_writable_dir(manifest)
+    check(src)
+    check(dst)
     async with (
         open_source(src, src_options) as source,
         open_sink(
@@ -100,8 +102,8 @@ async def verify_manifest(
 def like_source(source: Volume, options: EndpointOptions | None) -> EndpointOptions:
     """A destination image created from an RBD source gets its object size, as ``rbd cp``."""
     options = options or EndpointOptions()
-    if isinstance(source, RbdVolume) and options.create.object_size is None:
-        create = replace(options.create, object_size=source.io_size)
+    if isinstance(source, RbdVolume):
+        create = replace(options.create, default_object_size=source.io_size)
         options = replace(options, create=create)
     return options
 

@@ -36,6 +36,7 @@ from asyncopy.sizes import human, parse_size
 from asyncopy.uri import EndpointOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+MAX_CEPH_TIMEOUT = 3600.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,11 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _devstack(args)
         return _verify(args)
     except UsageError as exc:
-        return _fail(str(exc), EXIT_ERROR)
+        return _fail(_message(exc), EXIT_ERROR)
     except CopyFailed as exc:
-        return _fail(str(exc), EXIT_FAILED if args.command == "copy" else EXIT_ERROR)
+        return _fail(_message(exc), EXIT_FAILED if args.command == "copy" else EXIT_ERROR)
     except AsyncopyError as exc:
-        return _fail(str(exc), EXIT_ERROR)
+        return _fail(_message(exc), EXIT_ERROR)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
 
@@ -179,8 +180,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _endpoint_options(
     args: argparse.Namespace, conf: str | None, create: RbdCreate | None = None
 ) -> EndpointOptions:
-    if not args.ceph_timeout > 0:
-        raise UsageError("--ceph-timeout must be positive")
+    if not 0 < args.ceph_timeout <= MAX_CEPH_TIMEOUT:
+        raise UsageError(f"--ceph-timeout must be more than 0 and at most {MAX_CEPH_TIMEOUT}")
     ceph = CephOptions(timeout=args.ceph_timeout, conf=conf)
     return EndpointOptions(ceph=ceph, create=create or RbdCreate())
 
@@ -232,6 +233,11 @@ def _show_progress(progress: Progress) -> None:
     print(f"\r{percent:5.1f}% of {human(progress.total)}", end="", file=sys.stderr, flush=True)
     if progress.done >= progress.total:
         print(file=sys.stderr)
+
+
+def _message(exc: BaseException) -> str:
+    """The error and its notes (what cleanup could not do), on one line."""
+    return "; ".join([str(exc), *getattr(exc, "__notes__", [])])
 
 
 def _fail(message: str, code: int) -> int:

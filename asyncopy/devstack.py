@@ -74,8 +74,11 @@ class Stack:
     daemons: list[Daemon] = field(default_factory=list)
 
     def save(self) -> None:
+        """Write the state atomically: ``down`` must find every daemon started so far."""
         path = Path(self.dir) / STATE_FILE
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        os.replace(temporary, path)
 
     @classmethod
     def load(cls, directory: Path) -> Stack:
@@ -115,6 +118,8 @@ def up(
     directory = directory.resolve()
     if (directory / STATE_FILE).exists():
         raise DevstackError(f"{directory}: a dev stack is already there; run down first")
+    if directory.exists() and any(directory.iterdir()):
+        raise DevstackError(f"{directory}: not empty; a dev stack needs a directory of its own")
     for sub in ("run", "log", "mon", "osd"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
     mon_port = free_port()
@@ -126,24 +131,32 @@ def up(
         iscsi_portal=None,
         tgt_control_port=None,
     )
+    stack.save()  # from here on, down finds what to stop and may remove the directory
     try:
         _boot_ceph(stack, osd_bytes, time.monotonic() + timeout)
         if iscsi:
             _boot_tgtd(stack, time.monotonic() + timeout)
-    except BaseException:
-        stop(stack)
+    except BaseException as failure:
+        try:
+            stop(stack)
+        except DevstackError as stop_error:
+            failure.add_note(str(stop_error))
         raise
     stack.save()
     return stack
 
 
 def down(directory: Path) -> None:
-    """Stop what ``up`` started there and remove the directory; nothing there is fine."""
+    """Stop what ``up`` started there and remove the directory; nothing there is fine.
+
+    A directory without a dev stack's state file is left alone: it is not ours.
+    """
     directory = directory.resolve()
     if not directory.exists():
         return
-    if (directory / STATE_FILE).exists():
-        stop(Stack.load(directory))
+    if not (directory / STATE_FILE).exists():
+        raise DevstackError(f"{directory}: no dev stack here ({STATE_FILE} missing); left alone")
+    stop(Stack.load(directory))
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -161,10 +174,14 @@ def status(directory: Path) -> dict[str, Any]:
 
 def stop(stack: Stack) -> None:
     """Stop every daemon of the stack: SIGTERM, then SIGKILL if it lingers."""
+    stuck = []
     for daemon in reversed(stack.daemons):
         if daemon.name == "tgtd" and _alive(daemon):
             _shut_tgtd(stack)
-        _stop_daemon(daemon)
+        if not _stop_daemon(daemon):
+            stuck.append(f"{daemon.name} (pid {daemon.pid})")
+    if stuck:
+        raise DevstackError(f"could not stop {', '.join(stuck)}")
 
 
 def free_port() -> int:
@@ -193,6 +210,7 @@ def _ceph_conf(stack: Stack, fsid: str, osd_bytes: int) -> str:
 fsid = {fsid}
 mon host = {stack.mon_host}
 public addr = 127.0.0.1
+cluster addr = 127.0.0.1
 ms bind msgr1 = false
 auth cluster required = none
 auth service required = none
@@ -226,12 +244,12 @@ def _boot_ceph(stack: Stack, osd_bytes: int, deadline: float) -> None:
     monmap = str(d / "monmap")
     _run(["monmaptool", "--create", "--addv", "a", stack.mon_host, "--fsid", fsid, monmap], d)
     _run(["ceph-mon", *conf, "--mkfs", "-i", "a", "--monmap", monmap], d)
-    stack.daemons.append(_spawn("ceph-mon", ["ceph-mon", *conf, "-f", "-i", "a"], d))
+    _start(stack, "ceph-mon", ["ceph-mon", *conf, "-f", "-i", "a"])
     osd_uuid = str(uuid.uuid4())
     osd_id = _mon_command(stack, {"prefix": "osd create", "uuid": osd_uuid}, deadline).strip()
     (d / "osd" / osd_id).mkdir()
     _run(["ceph-osd", *conf, "--mkfs", "-i", osd_id, "--osd-uuid", osd_uuid], d)
-    stack.daemons.append(_spawn("ceph-osd", ["ceph-osd", *conf, "-f", "-i", osd_id], d))
+    _start(stack, "ceph-osd", ["ceph-osd", *conf, "-f", "-i", osd_id])
     _mon_command(stack, {"prefix": "osd pool create", "pool": stack.pool, "pg_num": 8}, deadline)
     _until(deadline, stack, lambda: _init_pool(stack))
 
@@ -291,7 +309,7 @@ def _cluster(stack: Stack, timeout: int) -> Iterator[Any]:
 def _boot_tgtd(stack: Stack, deadline: float) -> None:
     port, control = free_port(), _free_control_port()
     args = ["tgtd", "-f", "--iscsi", f"portal=127.0.0.1:{port}", "--control-port", str(control)]
-    stack.daemons.append(_spawn("tgtd", args, Path(stack.dir)))
+    _start(stack, "tgtd", args)
     stack.iscsi_portal = f"127.0.0.1:{port}"
     stack.tgt_control_port = control
     show = ["tgtadm", "-C", str(control), "--lld", "iscsi", "--op", "show", "--mode", "target"]
@@ -338,8 +356,17 @@ def _run(args: Sequence[str], directory: Path) -> str:
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
         detail = [line for line in lines if not _BACKTRACE.match(line)][-3:]
-        raise DevstackError(f"{' '.join(args[:3])}: exit {done.returncode}: {' / '.join(detail)}")
+        logs = _log_tails_in(directory)
+        raise DevstackError(
+            f"{' '.join(args[:3])}: exit {done.returncode}: {' / '.join(detail)}{logs}"
+        )
     return done.stdout
+
+
+def _start(stack: Stack, name: str, args: Sequence[str]) -> None:
+    """Start a daemon and record it at once, so that ``down`` finds it whatever happens next."""
+    stack.daemons.append(_spawn(name, args, Path(stack.dir)))
+    stack.save()
 
 
 def _spawn(name: str, args: Sequence[str], directory: Path) -> Daemon:
@@ -373,18 +400,19 @@ def _alive(daemon: Daemon) -> bool:
     return _start_time(daemon.pid) == daemon.start_time
 
 
-def _stop_daemon(daemon: Daemon, grace: float = 5.0) -> None:
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+def _stop_daemon(daemon: Daemon, grace: float = 5.0) -> bool:
+    """Stop one daemon if it is still the process ``up`` started; False if it will not die."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         if not _alive(daemon):
             break
-        os.kill(daemon.pid, sig)
-        end = time.monotonic() + wait
+        with suppress(ProcessLookupError):  # it exited after the check
+            os.kill(daemon.pid, sig)
+        end = time.monotonic() + grace
         while _alive(daemon) and time.monotonic() < end:
             _reap(daemon.pid)
             time.sleep(0.05)
     _reap(daemon.pid)
-    if _alive(daemon):
-        raise DevstackError(f"{daemon.name} (pid {daemon.pid}) does not stop")
+    return not _alive(daemon)
 
 
 def _reap(pid: int) -> None:
@@ -409,8 +437,13 @@ def _until(deadline: float, stack: Stack, attempt: Any) -> None:
 
 
 def _log_tails(stack: Stack, lines: int = 5) -> str:
+    return _log_tails_in(Path(stack.dir), lines)
+
+
+def _log_tails_in(directory: Path, lines: int = 5) -> str:
+    """The last lines of each daemon log under ``directory``, for an error message."""
     tails = []
-    for log in sorted((Path(stack.dir) / "log").glob("*")):
+    for log in sorted((directory / "log").glob("*")):
         text = log.read_text(errors="replace").strip().splitlines()[-lines:]
         if text:
             tails.append(f"\n--- {log.name}:\n" + "\n".join(text))

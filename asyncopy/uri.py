@@ -46,6 +46,13 @@ def parse(spec: str) -> tuple[str, str]:
     return scheme, match.group(2)
 
 
+def check(spec: str) -> None:
+    """Parse a spec completely (bad input fails here, before anything is opened)."""
+    scheme, rest = parse(spec)
+    if scheme == "rbd":
+        parse_rbd(rest)
+
+
 @asynccontextmanager
 async def open_source(spec: str, options: EndpointOptions | None = None) -> AsyncIterator[Volume]:
     """Open the endpoint named by ``spec`` read-only."""
@@ -84,6 +91,9 @@ async def open_sink(
         ) as image:
             yield image
         return
+    if options.create.given():
+        chosen = ", ".join(options.create.given())
+        raise UsageError(f"{spec}: {chosen} apply to an rbd: destination only")
     kind = kind_of(rest)
     if kind == "block":
         async with open_block_sink(rest, size=size, target_is_zero=target_is_zero) as sink:

@@ -35,8 +35,8 @@ class Cluster:
     @contextmanager
     def ioctx(self) -> Iterator[Any]:
         cluster = rados.Rados(conffile=self.conf, conf=client_conf(10))
-        cluster.connect(timeout=10)
         try:
+            cluster.connect(timeout=10)
             with cluster.open_ioctx(self.pool) as ioctx:
                 yield ioctx
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -16,15 +17,19 @@ import pytest
 import trio
 
 from asyncopy import devstack
-from asyncopy.api import copy_sync, verify_uris
+from asyncopy.api import copy_sync, copy_uri, verify_uris
 from asyncopy.ceph import CephOptions
+from asyncopy.engine import copy
 from asyncopy.errors import CopyFailed, EndpointError
-from asyncopy.uri import EndpointOptions
+from asyncopy.uri import EndpointOptions, open_sink, open_source
 from tests.cephtools import Cluster, MiB
 from tests.conftest import write_pattern
 from tests.test_cli import run
 
 TIMEOUT = 3.0
+# A failed write on a full cluster costs one timeout; closing the image costs a few more
+# (releasing its lock and its watch each time out too). Bounded, never a hang.
+FULL_BOUND = 8 * TIMEOUT + 5
 QUICK = EndpointOptions(ceph=CephOptions(timeout=TIMEOUT))
 
 
@@ -50,7 +55,43 @@ def test_status_reports_a_live_stack(stack: devstack.Stack) -> None:
     assert state["pool"] == "rbd"
 
 
-def test_down_stops_exactly_its_processes_and_is_idempotent(tmp_path: Path) -> None:
+def test_daemons_listen_on_loopback_only(stack: devstack.Stack) -> None:
+    addresses = {
+        (daemon.name, address)
+        for daemon in stack.daemons
+        for address in listening_addresses(daemon.pid)
+    }
+    assert {name for name, _ in addresses} == {"ceph-mon", "ceph-osd", "tgtd"}
+    assert {address for _, address in addresses} == {"127.0.0.1"}
+
+
+def listening_addresses(pid: int) -> set[str]:
+    """The local IPv4/IPv6 addresses of the TCP sockets a process listens on."""
+    inodes = {
+        link.removeprefix("socket:[").removesuffix("]")
+        for link in (os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir())
+        if link.startswith("socket:[")
+    }
+    found = set()
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.add(_address(fields[1].split(":")[0]))
+    return found
+
+
+def _address(hex_address: str) -> str:
+    raw = bytes.fromhex(hex_address)
+    if len(raw) == 4:
+        return ".".join(str(b) for b in reversed(raw))
+    words = [raw[i : i + 4][::-1] for i in range(0, 16, 4)]  # per-word host order
+    return socket.inet_ntop(socket.AF_INET6, b"".join(words))
+
+
+def test_down_stops_exactly_its_processes_and_is_idempotent(
+    stack: devstack.Stack, tmp_path: Path
+) -> None:
     directory = tmp_path / "stack"
     done = run("devstack", "up", str(directory), "--osd-size", "64M")
     assert done.returncode == 0, done.stderr
@@ -62,6 +103,40 @@ def test_down_stops_exactly_its_processes_and_is_idempotent(tmp_path: Path) -> N
         assert done.returncode == 0, done.stderr
     assert not directory.exists()
     assert not any(devstack._alive(d) for d in daemons)
+    assert all(devstack._alive(d) for d in stack.daemons)  # another stack is untouched
+
+
+def test_a_pid_that_is_not_the_started_process_is_never_signalled(
+    stack: devstack.Stack,
+) -> None:
+    mon = stack.daemons[0]
+    impostor = devstack.Daemon(mon.name, mon.pid, mon.start_time + 1)  # a reused pid
+    devstack.stop(devstack.Stack(stack.dir, "", "", "", None, None, [impostor]))
+    assert devstack._alive(mon)
+
+
+def test_down_leaves_a_directory_that_is_not_a_stack_alone(tmp_path: Path) -> None:
+    keep = tmp_path / "precious.txt"
+    keep.write_text("mine")
+    done = run("devstack", "down", str(tmp_path))
+    assert done.returncode == 2
+    assert "no dev stack here" in done.stderr
+    assert keep.read_text() == "mine"
+    done = run("devstack", "up", str(tmp_path))
+    assert done.returncode == 2
+    assert "not empty" in done.stderr
+
+
+def test_a_stack_that_does_not_start_says_why_and_leaves_nothing_running(tmp_path: Path) -> None:
+    directory = tmp_path / "full"
+    with pytest.raises(devstack.DevstackError, match="did not start") as failure:
+        devstack.up(directory, osd_bytes=1, iscsi=False, timeout=5)  # full from the start
+    assert "full osd" in str(failure.value)  # from the daemons' log tails
+    state = devstack.Stack.load(directory)
+    assert state.daemons
+    assert not any(devstack._alive(d) for d in state.daemons)
+    devstack.down(directory)
+    assert not directory.exists()
 
 
 def test_missing_packages_are_named_in_one_line(tmp_path: Path) -> None:
@@ -80,22 +155,39 @@ def run_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]
     )
 
 
-def test_a_full_cluster_fails_the_copy_in_bounded_time(
+async def test_a_full_cluster_fails_the_copy_in_bounded_time(
     tiny: devstack.Stack, tmp_path: Path
 ) -> None:
     ceph = Cluster(tiny)
     target = ceph.name("target")
     ceph.create(target, 32 * MiB)
-    _fill(ceph, tmp_path)
     src = tmp_path / "src.img"
     write_pattern(src, 32 * MiB, [(0, 32 * MiB)])
-    start = time.monotonic()
+    started: list[float] = []
     with pytest.raises(EndpointError) as failure:
-        copy_sync(str(src), ceph.uri(target), dst_options=QUICK)
-    elapsed = time.monotonic() - start
-    assert f"on rbd:rbd/{target}" in str(failure.value)
-    assert "timed out" in str(failure.value)
-    assert elapsed < 4 * TIMEOUT + 5
+        await _fill_then_copy(ceph, src, target, tmp_path, started)
+    elapsed = time.monotonic() - started[0]
+    assert re.search(
+        rf"write failed on rbd:rbd/{target} at offset \d+ .*timed out", str(failure.value)
+    )
+    assert elapsed < FULL_BOUND
+    start = time.monotonic()  # and a new copy onto the full cluster
+    with pytest.raises(EndpointError, match=rf"failed on rbd:rbd/{target}2.*timed out"):
+        await copy_uri(str(src), ceph.uri(target + "2"), dst_options=QUICK)
+    assert time.monotonic() - start < FULL_BOUND
+
+
+async def _fill_then_copy(
+    ceph: Cluster, src: Path, target: str, tmp_path: Path, started: list[float]
+) -> None:
+    """Open both ends, fill the cluster, then copy: the writes meet a full OSD."""
+    async with (
+        open_source(str(src)) as source,
+        open_sink(ceph.uri(target), size=source.size, options=QUICK) as sink,
+    ):
+        await trio.to_thread.run_sync(_fill, ceph, tmp_path)
+        started.append(time.monotonic())
+        await copy(source, sink)
 
 
 def _fill(ceph: Cluster, tmp_path: Path) -> None:

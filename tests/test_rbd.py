@@ -6,6 +6,7 @@ import json
 import os
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -163,7 +164,10 @@ def test_copy_from_a_snapshot_while_the_head_is_written(ceph: Cluster, tmp_path:
     writer = threading.Thread(target=scribble)
     writer.start()
     try:
+        deadline = time.monotonic() + 30
         while writes < 5:  # the head is being written when the copy starts
+            assert writer.is_alive()
+            assert time.monotonic() < deadline
             stop.wait(0.01)
         dst = tmp_path / "snap.img"
         copy_sync(ceph.uri(name, "s1"), str(dst), CopyOptions(verify=True, chunk_size=MiB))
@@ -219,6 +223,8 @@ async def test_a_failed_copy_removes_the_image_it_created_unless_kept(
         await failing_copy()
     assert ceph.exists(dst_name) is keep
     assert ceph.watchers(src_name) == []
+    if keep:
+        assert ceph.watchers(dst_name) == []  # closed
 
 
 async def test_cancellation_closes_images_and_removes_the_created_one(ceph: Cluster) -> None:
@@ -251,8 +257,11 @@ async def _copy(src: str, dst: str, progress: Callable[[object], None]) -> None:
         (lambda c: f"rbd:no-such-pool/x:conf={c.conf}", "no pool 'no-such-pool'"),
         (lambda c: c.uri(c.existing, "no-such-snap"), "no snapshot 'no-such-snap'"),
         (lambda c: "rbd:rbd/x:conf=/nonexistent/ceph.conf", "no ceph configuration file"),
-        (lambda c: "rbd:justapool", "expected POOL/IMAGE"),
-        (lambda c: f"rbd:rbd/x:conf={c.conf}:bogus_option_xyz=1", "bad ceph configuration"),
+        (lambda c: "rbd:justapool", "expected rbd:POOL/"),
+        (
+            lambda c: f"rbd:rbd/x:conf={c.conf}:bogus_option_xyz=1",
+            "bad ceph option .bogus_option_xyz.",
+        ),
     ],
 )
 def test_bad_rbd_sources_are_one_clear_error(
@@ -294,7 +303,8 @@ def test_the_cli_takes_conf_options_and_verifies(ceph: Cluster, tmp_path: Path) 
     [
         (["--object-size", "3000"], "object size 3000 must be a power of two"),
         (["--image-features", "layering,warp-drive"], "unknown image feature(s) warp-drive"),
-        (["--ceph-timeout", "0"], "--ceph-timeout must be positive"),
+        (["--ceph-timeout", "0"], "--ceph-timeout must be more than 0"),
+        (["--ceph-timeout", "inf"], "--ceph-timeout must be more than 0"),
     ],
 )
 def test_bad_cli_options_are_one_line(
@@ -317,3 +327,32 @@ def test_a_missing_image_is_one_line(ceph: Cluster, tmp_path: Path) -> None:
         2,
         f"asyncopy: error: rbd:{ceph.pool}/no-such-image: no such image\n",
     )
+
+
+def test_an_image_in_use_is_refused(ceph: Cluster, tmp_path: Path) -> None:
+    src_name, dst_name = ceph.name(), ceph.name()
+    ceph.create(src_name, 4 * MiB, [(0, MiB)])
+    dirt = ceph.create(dst_name, 4 * MiB, [(0, 4 * MiB)], seed=6)
+    busy = r"destination .* in use by 1 other client"
+    with ceph.image(dst_name), pytest.raises(UsageError, match=busy):  # another writer
+        copy_sync(ceph.uri(src_name), ceph.uri(dst_name))
+    assert ceph.read(dst_name) == dirt
+    busy = r"source .* in use .*copy from a snapshot"
+    with ceph.image(src_name), pytest.raises(UsageError, match=busy):  # one using the head
+        copy_sync(ceph.uri(src_name), str(tmp_path / "out.img"))
+    assert not (tmp_path / "out.img").exists()
+
+
+def test_creation_options_for_an_existing_image_or_a_file_are_bad_input(
+    ceph: Cluster, tmp_path: Path
+) -> None:
+    src_name, dst_name = ceph.name(), ceph.name()
+    ceph.create(src_name, 4 * MiB, [(0, MiB)])
+    dirt = ceph.create(dst_name, 4 * MiB, [(0, 4 * MiB)], seed=6)
+    options = EndpointOptions(create=RbdCreate(object_size=MiB))
+    with pytest.raises(UsageError, match="exists: object size apply to a new image"):
+        copy_sync(ceph.uri(src_name), ceph.uri(dst_name), dst_options=options)
+    assert ceph.read(dst_name) == dirt
+    with pytest.raises(UsageError, match="apply to an rbd: destination only"):
+        copy_sync(ceph.uri(src_name), str(tmp_path / "f.img"), dst_options=options)
+    assert not (tmp_path / "f.img").exists()

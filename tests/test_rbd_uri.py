@@ -40,11 +40,11 @@ def test_parse_accepts_qemu_syntax(text: str, expected: RbdSpec) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("", "expected rbd:POOL/IMAGE"),
-        ("pool", "expected POOL/IMAGE"),
-        ("a/b/c/d", "expected POOL/IMAGE"),
-        ("pool/", "expected POOL/IMAGE"),
-        ("pool/img@", "empty snapshot"),
+        ("", "expected rbd:POOL/"),
+        ("pool", "expected rbd:POOL/"),
+        ("a/b/c/d", "expected rbd:POOL/"),
+        ("pool/", "expected rbd:POOL/"),
+        ("pool/img@", "bad snapshot name"),
         ("pool/img:conf", "needs the form key=value"),
         ("pool/img:=x", "needs the form key=value"),
         ("pool/img:key=", "needs the form key=value"),
@@ -56,11 +56,27 @@ def test_parse_rejects_bad_uris(text: str, message: str) -> None:
 
 
 def test_messages_name_the_image_never_option_values() -> None:
-    spec = parse_rbd("rbd/vol@s:key=AQBsecretsecret==:conf=/c:id=admin")
+    spec = parse_rbd("rbd/vol@s:key=AQBsecretsecret==:conf=/c:id=admin:keyring=/k")
     assert str(spec) == "rbd:rbd/vol@s"
-    with pytest.raises(UsageError) as bad:
-        parse_rbd("rbd/vol:key=AQBsecret==:oops")
-    assert "AQBsecret" not in str(bad.value)
+    assert "AQBsecret" not in repr(spec)
+    assert "/k" not in repr(spec)
+    for text in ["rbd/vol:key=AQBsecret==:oops", ":key=AQBsecret", "rbd/vol:key=AQBsecret\\"]:
+        with pytest.raises(UsageError) as bad:
+            parse_rbd(text)
+        assert "AQBsecret" not in str(bad.value)
+
+
+@pytest.mark.parametrize(
+    "text", ["rbd/img\n", "rbd/img@a@b", "rbd/img@s/x", "rbd/img@ ", "rbd/i mg"]
+)
+def test_names_are_checked_whole(text: str) -> None:
+    with pytest.raises(UsageError):
+        parse_rbd(text)
+
+
+def test_timeouts_are_not_uri_options() -> None:
+    with pytest.raises(UsageError, match="--ceph-timeout"):
+        parse_rbd("rbd/vol:rados_osd_op_timeout=0")
 
 
 def test_rbd_is_a_known_scheme() -> None:

@@ -10,18 +10,24 @@ zeros for partial objects).
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import trio
 
-from asyncopy.ceph import CephOptions, RbdSpec, RbdVolume, ceph_errors, connect, open_image
+from asyncopy.ceph import (
+    CephOptions,
+    RbdSpec,
+    RbdVolume,
+    ceph_errors,
+    connect,
+    open_image,
+    payload,
+    refuse_if_in_use,
+)
 from asyncopy.errors import UsageError
-
-LOG = logging.getLogger(__name__)
 
 FEATURES = {
     "layering": 1 << 0,
@@ -38,15 +44,21 @@ FEATURES = {
 class RbdCreate:
     """How a missing destination image is created, and what happens to it on failure."""
 
-    object_size: int | None = None  # bytes, a power of two; None: the cluster's default
+    object_size: int | None = None  # bytes, a power of two; None: as below
     features: tuple[str, ...] | None = None  # names from FEATURES; None: the cluster's default
     data_pool: str | None = None
     keep_on_failure: bool = False
+    default_object_size: int | None = None  # an RBD source's; None: the cluster's default
+
+    def given(self) -> list[str]:
+        """The creation settings the caller chose (they make no sense for an existing image)."""
+        chosen = {"object size": self.object_size, "features": self.features}
+        return [name for name, value in (*chosen.items(), ("data pool", self.data_pool)) if value]
 
     def order(self) -> int | None:
-        if self.object_size is None:
+        size = self.object_size or self.default_object_size
+        if size is None:
             return None
-        size = self.object_size
         if size < 4096 or size & (size - 1):
             raise UsageError(f"object size {size} must be a power of two of at least 4096")
         return size.bit_length() - 1
@@ -63,14 +75,14 @@ class RbdCreate:
 
 class RbdSink(RbdVolume):
     def __init__(self, name: str, image: Any, known_zero: bool) -> None:
-        super().__init__(name, image)
+        super().__init__(name, image, read_only=False)
         self.known_zero = known_zero
 
     async def write(self, offset: int, data: memoryview) -> None:
-        payload = bytes(data)  # the binding takes bytes only
-        await self.complete(
-            "write", offset, len(data), lambda done: self.image.aio_write(payload, offset, done)
-        )
+        def submit(done: Callable[..., None]) -> object:
+            return self.image.aio_write(payload(data), offset, done)
+
+        await self.complete("write", offset, len(data), submit, in_thread=True)
 
     async def write_zeroes(self, offset: int, length: int) -> bool:
         await self.complete(
@@ -98,6 +110,10 @@ async def open_rbd_sink(
     order, features = create.order(), create.feature_bits()
     async with connect(spec, options) as ioctx:
         created = await _create(ioctx, spec, size, order, features, create.data_pool)
+        if not created and create.given():
+            raise UsageError(
+                f"destination {spec} exists: {', '.join(create.given())} apply to a new image"
+            )
         try:
             async with open_image(ioctx, spec, read_only=False) as image:
                 sink = RbdSink(str(spec), image, known_zero=created or target_is_zero)
@@ -106,12 +122,31 @@ async def open_rbd_sink(
                         f"destination {spec} is too small: {sink.size} bytes, "
                         f"source is {size} bytes"
                     )
+                await refuse_if_in_use(sink, "destination", others_allowed=0)
+                await hold_lock(sink)
                 yield sink
-        except BaseException:
+        except BaseException as failure:
             if created and not create.keep_on_failure:
                 with trio.CancelScope(shield=True):
-                    await _remove(ioctx, spec)
+                    left = await _remove(ioctx, spec)
+                if left:
+                    failure.add_note(left)
             raise
+
+
+async def hold_lock(sink: RbdSink) -> None:
+    """Take the image's exclusive lock for the whole copy, in exclusive mode.
+
+    Without it librbd takes the lock at the first write and hands it to any client that asks;
+    and when taking it times out (a full cluster), writes queued behind it were seen never to
+    complete. Held from the start, no other client can write meanwhile, and every write
+    reaches the OSDs and fails within the librados timeout.
+    """
+    import rbd
+
+    if sink.image_features & rbd.RBD_FEATURE_EXCLUSIVE_LOCK:
+        with ceph_errors(sink.name, "lock"):
+            await trio.to_thread.run_sync(sink.image.lock_acquire, rbd.RBD_LOCK_MODE_EXCLUSIVE)
 
 
 async def _create(
@@ -133,11 +168,12 @@ async def _create(
         return await trio.to_thread.run_sync(create)
 
 
-async def _remove(ioctx: Any, spec: RbdSpec) -> None:
-    """Remove an image this copy created; the copy's own error is the one that matters."""
+async def _remove(ioctx: Any, spec: RbdSpec) -> str | None:
+    """Remove an image this copy created; what went wrong, if it could not."""
     import rbd
 
     try:
         await trio.to_thread.run_sync(rbd.RBD().remove, ioctx, spec.image)
     except rbd.Error as exc:
-        LOG.warning("%s: could not remove the image after the failed copy: %s", spec, exc)
+        return f"the partial image {spec} was left behind: {exc}"
+    return None

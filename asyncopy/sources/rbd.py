@@ -11,7 +11,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from asyncopy.ceph import CephOptions, RbdSpec, RbdVolume, connect, open_image
+from asyncopy.ceph import (
+    CephOptions,
+    RbdSpec,
+    RbdVolume,
+    connect,
+    open_image,
+    refuse_if_in_use,
+)
 
 
 class RbdSource(RbdVolume):
@@ -22,4 +29,7 @@ class RbdSource(RbdVolume):
 async def open_rbd_source(spec: RbdSpec, options: CephOptions) -> AsyncIterator[RbdSource]:
     """Open an image read-only; the connection and the image are closed on every path."""
     async with connect(spec, options) as ioctx, open_image(ioctx, spec, read_only=True) as image:
-        yield RbdSource(str(spec), image)
+        source = RbdSource(str(spec), image, read_only=True)
+        if spec.snapshot is None:
+            await refuse_if_in_use(source, "source", others_allowed=0)
+        yield source
