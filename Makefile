@@ -8,7 +8,7 @@ DEBS := util-linux ceph-mon ceph-osd ceph-common python3-rados python3-rbd tgt \
 	qemu-utils qemu-block-extra
 CODE := asyncopy tests benchmarks scripts
 
-.PHONY: test lint demo bench-core deps clean
+.PHONY: test lint demo bench-core bench-rbd deps clean
 
 $(BIN)/.installed: pyproject.toml scripts/link-ceph-python
 	scripts/ensure-debs $(DEBS)
@@ -34,6 +34,9 @@ demo: deps
 bench-core: deps
 	scripts/ensure-debs time
 	$(BIN)/python benchmarks/file_to_device.py
+
+bench-rbd: deps
+	$(BIN)/python benchmarks/rbd_paths.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import subprocess
@@ -50,6 +49,10 @@ def make_source(conf: str, pool: str, size: int, share: float, seed: int = 1) ->
     finally:
         cluster.shutdown()
     return sum(min(OBJECT, size - i * OBJECT) for i in chosen)
+
+
+def memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def drop_caches() -> None:
@@ -165,7 +168,7 @@ def remove(stack: devstack.Stack, out: Path | None) -> None:
 def report(size: int, data: int, results: dict[str, dict[str, list[dict[str, float]]]]) -> None:
     print(
         f"\n{human(size)} image, {human(data)} of data in 4 MiB objects; memstore OSD; "
-        f"{platform.node()}, {os.cpu_count()} cpus; {time.strftime('%Y-%m-%d')}"
+        f"{os.cpu_count()} cpus, {human(memory())} RAM; {time.strftime('%Y-%m-%d')}"
     )
     print("\n| path | tool | median s (min-max) | vs best peer | allocated |")
     print("|---|---|---|---|---|")
