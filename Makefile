@@ -5,12 +5,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEBS := util-linux ceph-mon ceph-osd ceph-common python3-rados python3-rbd tgt \
-	qemu-utils qemu-block-extra
+	qemu-utils qemu-block-extra libiscsi-dev libiscsi-bin gcc
 CODE := asyncopy tests benchmarks scripts
 
 .PHONY: test lint demo bench-core bench-rbd deps clean
 
-$(BIN)/.installed: pyproject.toml scripts/link-ceph-python
+$(BIN)/.installed: pyproject.toml setup.py asyncopy/_iscsi_build.py scripts/link-ceph-python
 	scripts/ensure-debs $(DEBS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

@@ -339,6 +339,98 @@ def _shut_tgtd(stack: Stack) -> None:
         _run([*base, "--op", "delete", "--mode", "system"], Path(stack.dir))
 
 
+@dataclass(frozen=True)
+class Lun:
+    """A target with one file-backed LUN in the stack's tgtd."""
+
+    tid: int
+    iqn: str
+    backing: str
+    url: str  # iscsi://127.0.0.1:PORT/IQN/1 (no credentials)
+
+
+def add_lun(
+    stack: Stack,
+    name: str,
+    size: int,
+    *,
+    thin: bool = True,
+    chap: tuple[str, str] | None = None,
+    block_size: int = 512,
+) -> Lun:
+    """Create a target ``iqn...:NAME`` with LUN 1 over a new sparse file of ``size`` bytes.
+
+    ``thin`` reports logical block provisioning (LBPME and LBPRZ: unmapped blocks read as
+    zeros, GET LBA STATUS and UNMAP work). ``chap`` is (user, secret) for CHAP logins; tgtd's
+    accounts are shared by its targets, and an account made before keeps its first secret.
+    """
+    if stack.iscsi_portal is None or stack.tgt_control_port is None:
+        raise DevstackError(f"{stack.dir}: this dev stack has no iSCSI target")
+    if not re.fullmatch(r"[a-z0-9.-]+", name):
+        raise DevstackError(f"LUN name {name!r}: use lower-case letters, digits, '.' and '-'")
+    directory = Path(stack.dir)
+    (directory / "luns").mkdir(exist_ok=True)
+    backing = directory / "luns" / f"{name}.img"
+    with open(backing, "xb") as out:
+        out.truncate(size)
+    tid = _next_tid(stack)
+    iqn = f"iqn.2026-11.org.openstack.asyncopy:{name}"
+    base = ["tgtadm", "-C", str(stack.tgt_control_port), "--lld", "iscsi"]
+    target = ["--tid", str(tid)]
+    lun = [*target, "--lun", "1"]
+    commands = [
+        ["--op", "new", "--mode", "target", *target, "-T", iqn],
+        [
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            *lun,
+            "-b",
+            str(backing),
+            "--blocksize",
+            str(block_size),
+        ],
+        ["--op", "bind", "--mode", "target", *target, "-I", "127.0.0.1"],
+    ]
+    if thin:
+        params = "thin_provisioning=1"
+        commands.append(["--op", "update", "--mode", "logicalunit", *lun, "--params", params])
+    if chap is not None:
+        user, secret = chap
+        if user not in _run([*base, "--op", "show", "--mode", "account"], directory).split():
+            commands.append(
+                ["--op", "new", "--mode", "account", "--user", user, "--password", secret]
+            )
+        commands.append(["--op", "bind", "--mode", "account", *target, "--user", user])
+    for command in commands:
+        _run([*base, *command], directory)
+    return Lun(tid, iqn, str(backing), f"iscsi://{stack.iscsi_portal}/{iqn}/1")
+
+
+def remove_lun(stack: Stack, lun: Lun) -> None:
+    """Delete the target and its backing file; a target already gone is fine."""
+    base = ["tgtadm", "-C", str(stack.tgt_control_port), "--lld", "iscsi"]
+    if lun.tid not in _tids(stack):
+        Path(lun.backing).unlink(missing_ok=True)
+        return
+    _run(
+        [*base, "--op", "delete", "--mode", "target", "--tid", str(lun.tid), "--force"],
+        Path(stack.dir),
+    )
+    Path(lun.backing).unlink(missing_ok=True)
+
+
+def _next_tid(stack: Stack) -> int:
+    return max(_tids(stack), default=0) + 1
+
+
+def _tids(stack: Stack) -> set[int]:
+    base = ["tgtadm", "-C", str(stack.tgt_control_port), "--lld", "iscsi"]
+    shown = _run([*base, "--op", "show", "--mode", "target"], Path(stack.dir))
+    return {int(tid) for tid in re.findall(r"^Target (\d+):", shown, re.MULTILINE)}
+
+
 # -- processes ----------------------------------------------------------------------------
 
 _BACKTRACE = re.compile(r"^\s*\d+: ")

@@ -1,4 +1,6 @@
-"""From what an operator types (a path, ``file:PATH``, ``rbd:POOL/IMAGE``) to an open endpoint."""
+"""From what an operator types to an open endpoint: a path or ``file:PATH``,
+``rbd:POOL/IMAGE``, ``iscsi://HOST/IQN/LUN``, or ``brick:CONNECTION_INFO.json`` (attached
+through os-brick)."""
 
 from __future__ import annotations
 
@@ -8,18 +10,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from asyncopy.brick import load_connection_info, open_brick_sink, open_brick_source
 from asyncopy.ceph import CephOptions, parse_rbd
 from asyncopy.endpoint import Sink, Volume
 from asyncopy.errors import UsageError
+from asyncopy.iscsi import IscsiOptions, parse_iscsi
 from asyncopy.posix import kind_of
 from asyncopy.sinks.blockdev import open_block_sink
 from asyncopy.sinks.file import open_file_sink
+from asyncopy.sinks.iscsi import open_iscsi_sink
 from asyncopy.sinks.rbd import RbdCreate, open_rbd_sink
 from asyncopy.sources.blockdev import open_block_source
 from asyncopy.sources.file import open_file_source
+from asyncopy.sources.iscsi import open_iscsi_source
 from asyncopy.sources.rbd import open_rbd_source
 
-SCHEMES = ("file", "rbd")
+SCHEMES = ("file", "rbd", "iscsi", "brick")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$", re.DOTALL)
 
 
@@ -29,6 +35,8 @@ class EndpointOptions:
 
     ceph: CephOptions = field(default_factory=CephOptions)
     create: RbdCreate = field(default_factory=RbdCreate)  # for a missing destination image
+    iscsi: IscsiOptions = field(default_factory=IscsiOptions)
+    root_helper: str = "sudo"  # for os-brick (brick:CONNECTION_INFO.json)
 
 
 def parse(spec: str) -> tuple[str, str]:
@@ -51,6 +59,10 @@ def check(spec: str) -> None:
     scheme, rest = parse(spec)
     if scheme == "rbd":
         parse_rbd(rest)
+    if scheme == "iscsi":
+        parse_iscsi(rest)
+    if scheme == "brick":
+        load_connection_info(rest)
 
 
 @asynccontextmanager
@@ -61,6 +73,15 @@ async def open_source(spec: str, options: EndpointOptions | None = None) -> Asyn
     if scheme == "rbd":
         async with open_rbd_source(parse_rbd(rest), options.ceph) as image:
             yield image
+        return
+    if scheme == "iscsi":
+        async with open_iscsi_source(parse_iscsi(rest), options.iscsi) as lun:
+            yield lun
+        return
+    if scheme == "brick":
+        info = load_connection_info(rest)
+        async with open_brick_source(info, root_helper=options.root_helper) as device:
+            yield device
         return
     kind = kind_of(rest)
     if kind is None:
@@ -90,6 +111,19 @@ async def open_sink(
             target_is_zero=target_is_zero,
         ) as image:
             yield image
+        return
+    if scheme == "iscsi" and not options.create.given():
+        async with open_iscsi_sink(
+            parse_iscsi(rest), size=size, options=options.iscsi, target_is_zero=target_is_zero
+        ) as lun:
+            yield lun
+        return
+    if scheme == "brick" and not options.create.given():
+        info = load_connection_info(rest)
+        async with open_brick_sink(
+            info, size=size, target_is_zero=target_is_zero, root_helper=options.root_helper
+        ) as device:
+            yield device
         return
     if options.create.given():
         chosen = ", ".join(options.create.given())

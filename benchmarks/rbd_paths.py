@@ -1,6 +1,7 @@
-"""RBD -> RBD and RBD -> file: asyncopy beside ``rbd cp``, ``rbd export`` and ``qemu-img convert``.
+"""RBD -> RBD, RBD -> file, RBD -> iSCSI and iSCSI -> RBD: asyncopy beside ``rbd cp``,
+``rbd export`` and ``qemu-img convert``.
 
-Boots a private dev stack (Ceph only), writes a sparse source image (default 2 GiB, 50% of its
+Boots a private dev stack (Ceph and tgtd), writes a sparse source image (default 2 GiB, 50% of its
 4 MiB objects, scattered, random bytes), then runs every command of a path in turn, round after
 round (A B C A B C ...), and reports the median with min-max. Each output is checked with
 ``qemu-img compare`` before it is removed; a wrong copy stops the benchmark. File outputs are
@@ -82,10 +83,11 @@ def main() -> int:
     size = parse_size(args.size)
     with tempfile.TemporaryDirectory(prefix="asyncopy-bench-") as tmp:
         work = Path(tmp)
-        stack = devstack.up(work / "stack", osd_bytes=3 * size + (1 << 30), iscsi=False)
+        stack = devstack.up(work / "stack", osd_bytes=3 * size + (1 << 30))
         try:
             data = make_source(stack.ceph_conf, stack.pool, size, args.share)
-            results = run_rounds(stack, work, args.repeats)
+            luns = make_luns(stack, size)
+            results = run_rounds(stack, work, luns, args.repeats)
         finally:
             devstack.down(work / "stack")
     report(size, data, results)
@@ -94,7 +96,17 @@ def main() -> int:
     return 0
 
 
-def cases(stack: devstack.Stack, out: Path) -> dict[str, dict[str, list[str]]]:
+def make_luns(stack: devstack.Stack, size: int) -> dict[str, str]:
+    """A thin LUN holding the source's bytes (for iSCSI -> RBD) and an empty one (RBD -> iSCSI)."""
+    src, dst = devstack.add_lun(stack, "src", size), devstack.add_lun(stack, "dst", size)
+    image = f"rbd:{stack.pool}/src:conf={stack.ceph_conf}"
+    subprocess.run([*ASYNCOPY, "copy", image, src.url], check=True, capture_output=True)
+    return {"src": src.url, "dst": dst.url}
+
+
+def cases(
+    stack: devstack.Stack, out: Path, luns: dict[str, str]
+) -> dict[str, dict[str, list[str]]]:
     conf = stack.ceph_conf
     src, dst = f"rbd:{stack.pool}/src:conf={conf}", f"rbd:{stack.pool}/dst:conf={conf}"
     qemu = ["qemu-img", "convert", "-f", "raw", "-O", "raw", "-m", "16", "-W"]
@@ -110,35 +122,45 @@ def cases(stack: devstack.Stack, out: Path) -> dict[str, dict[str, list[str]]]:
             "rbd export": [*rbd_cli, "export", f"{stack.pool}/src", str(out)],
             "qemu-img convert -m 16 -W": [*qemu, src, str(out)],
         },
+        "rbd -> iscsi": {
+            "asyncopy": [*ASYNCOPY, "copy", src, luns["dst"]],
+            "qemu-img convert -n -m 16 -W": [*qemu, "-n", src, luns["dst"]],
+        },
+        "iscsi -> rbd": {
+            "asyncopy": [*ASYNCOPY, "copy", luns["src"], dst],
+            "qemu-img convert -m 16 -W": [*qemu, luns["src"], dst],
+        },
     }
 
 
 def run_rounds(
-    stack: devstack.Stack, work: Path, repeats: int
+    stack: devstack.Stack, work: Path, luns: dict[str, str], repeats: int
 ) -> dict[str, dict[str, list[dict[str, float]]]]:
     out = work / "out.img"
     src = f"rbd:{stack.pool}/src:conf={stack.ceph_conf}"
     dst = f"rbd:{stack.pool}/dst:conf={stack.ceph_conf}"
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     for _ in range(repeats):
-        for path, commands in cases(stack, out).items():
-            to_file = path.endswith("file")
+        for path, commands in cases(stack, out, luns).items():
+            to_file, to_lun = path.endswith("file"), path.endswith("iscsi")
             for tool, command in commands.items():
                 seconds = timed(command, out if to_file else None)
-                target = str(out) if to_file else dst
+                target = str(out) if to_file else luns["dst"] if to_lun else dst
+                origin = luns["src"] if path.startswith("iscsi") else src
                 check = subprocess.run(
-                    ["qemu-img", "compare", "-f", "raw", "-F", "raw", src, target],
+                    ["qemu-img", "compare", "-f", "raw", "-F", "raw", origin, target],
                     capture_output=True,
                     text=True,
                     check=False,
                 )
                 if check.returncode != 0:
                     raise SystemExit(f"{path} {tool}: output differs: {check.stdout}{check.stderr}")
-                used = allocated(stack, out if to_file else None)
+                used = -1.0 if to_lun else allocated(stack, out if to_file else None)
                 results.setdefault(path, {}).setdefault(tool, []).append(
                     {"seconds": seconds, "allocated": used}
                 )
-                remove(stack, out if to_file else None)
+                if not to_lun:
+                    remove(stack, out if to_file else None)
     return results
 
 
@@ -182,8 +204,12 @@ def report(size: int, data: int, results: dict[str, dict[str, list[dict[str, flo
             ratio = f"{medians[tool] / best_peer:.2f}x"
             print(
                 f"| {path} | {tool} | {medians[tool]:.2f} ({min(times):.2f}-{max(times):.2f}) "
-                f"| {ratio} | {human(int(runs[-1]['allocated']))} |"
+                f"| {ratio} | {shown(runs[-1]['allocated'])} |"
             )
+
+
+def shown(allocated: float) -> str:
+    return "n/a (LUN)" if allocated < 0 else human(int(allocated))
 
 
 if __name__ == "__main__":

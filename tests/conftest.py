@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import os
 import random
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -80,3 +81,32 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
 @pytest.fixture
 def ceph(stack: devstack.Stack) -> Cluster:
     return Cluster(stack)
+
+
+MakeLun = Callable[..., devstack.Lun]
+
+
+@pytest.fixture
+def make_lun(stack: devstack.Stack) -> Iterator[MakeLun]:
+    """Targets with one file-backed LUN each in the session's tgtd; removed after the test."""
+    made: list[devstack.Lun] = []
+
+    def make(
+        size: int,
+        *,
+        fill: bytes | None = None,
+        thin: bool = True,
+        chap: tuple[str, str] | None = None,
+        block_size: int = 512,
+    ) -> devstack.Lun:
+        name = f"lun-{uuid.uuid4().hex[:8]}"
+        lun = devstack.add_lun(stack, name, size, thin=thin, chap=chap, block_size=block_size)
+        made.append(lun)
+        if fill is not None:
+            with open(lun.backing, "r+b") as out:
+                out.write(fill)
+        return lun
+
+    yield make
+    for lun in made:
+        devstack.remove_lun(stack, lun)

@@ -1,0 +1,292 @@
+"""Volumes attached through os-brick from a Cinder ``connection_info``.
+
+Cinder describes how to reach a volume with ``{"driver_volume_type": "iscsi", "data": {...}}``
+(``initialize_connection``). os-brick turns that into a local block device and back; asyncopy
+then reads or writes the device with its block-device endpoints. So this module only attaches
+and detaches:
+
+- ``attach`` asks ``InitiatorConnector.factory(driver_volume_type, root_helper)`` for a
+  connector, calls ``connect_volume(data)``, checks that the answer's ``path`` is a block
+  device, yields it, and always calls ``disconnect_volume(data, device_info)``: plainly after
+  a clean exit, a failure to disconnect then failing the copy; with ``force=True,
+  ignore_errors=True`` after an error or a cancellation, a failure to disconnect then becoming
+  a note on the first error, which is the one that matters.
+- os-brick blocks for seconds (logins, SCSI scans, multipath waits), so every call runs in a
+  worker thread, never abandoned: a connect that ends after a cancellation still yields its
+  device_info, and the disconnect that follows runs to its end in a shielded scope.
+- A connect that fails is not disconnected: os-brick's connectors clean up after their own
+  failed connect (``ISCSIConnector.connect_volume`` does ``_cleanup_connection(force=True)``),
+  and Cinder and Nova rely on that too.
+- ``data`` may hold secrets (CHAP ``auth_password``, a Ceph ``keyring``): messages name an
+  endpoint as ``brick:<driver_volume_type>:<device>``, print key names but never values, and
+  any secret value os-brick quotes back (a command line, say) is masked.
+- os-brick is imported on first use, in a worker thread, so ``import asyncopy`` never needs it.
+  Tests pass their own ``connector_factory`` (a real connector that records its calls).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import stat
+import warnings
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import trio
+
+from asyncopy.errors import EndpointError, UsageError
+from asyncopy.sinks.blockdev import BlockDeviceSink, open_block_sink
+from asyncopy.sources.blockdev import BlockDeviceSource, open_block_source
+
+# auth_password, discovery_auth_password, keyring, dhchap_secret, serverPassword, auth_key...;
+# not secret_type ("ceph") or secret_uuid, which name a secret without holding it.
+_SECRET_KEY = re.compile(
+    r"passw|passphrase|keyring|token|credential|secret$|(^|_)key$", re.IGNORECASE
+)
+MASK = "***"
+
+
+class Connector(Protocol):
+    """The two methods of an os-brick ``InitiatorConnector`` that attaching needs."""
+
+    def connect_volume(self, connection_properties: dict[str, Any]) -> Any:
+        """Attach; return device_info, whose ``path`` is the local device."""
+
+    def disconnect_volume(
+        self,
+        connection_properties: dict[str, Any],
+        device_info: Any,
+        force: bool = False,
+        ignore_errors: bool = False,
+    ) -> None:
+        """Detach what connect_volume attached."""
+
+
+ConnectorFactory = Callable[[str, str], Connector]  # (driver_volume_type, root_helper)
+
+
+def load_connection_info(path: str) -> dict[str, Any]:
+    """Read a ``connection_info`` JSON file.
+
+    The file holds ``{"driver_volume_type": ..., "data": {...}}`` (what Cinder's
+    ``initialize_connection`` returns), or the API's ``{"connection_info": {...}}`` around it.
+
+    Raises:
+        UsageError: the file cannot be read, is not JSON or lacks those keys; the message
+            names keys, never values.
+    """
+    where = f"connection info {path}"
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read()
+    except OSError as exc:
+        raise UsageError(f"{where}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{where}: not UTF-8 text") from exc
+    try:
+        info = json.loads(text)
+    except json.JSONDecodeError as exc:  # its message quotes no input
+        raise UsageError(f"{where}: not JSON: {exc.msg} at line {exc.lineno}") from exc
+    if isinstance(info, dict) and set(info) == {"connection_info"}:
+        info = info["connection_info"]
+    _parse(info, where)
+    return dict(info)
+
+
+@asynccontextmanager
+async def attach(
+    connection_info: Mapping[str, Any],
+    *,
+    root_helper: str = "sudo",
+    connector_factory: ConnectorFactory | None = None,
+) -> AsyncIterator[str]:
+    """Attach a volume with os-brick and yield its block device; detach it on every path.
+
+    Args:
+        connection_info: ``{"driver_volume_type": ..., "data": {...}}`` from Cinder.
+        root_helper: how os-brick runs commands as root (``sudo``, or cinder's rootwrap).
+        connector_factory: makes the connector from (driver_volume_type, root_helper);
+            os-brick's ``InitiatorConnector.factory`` when None.
+
+    Raises:
+        UsageError: bad connection_info, os-brick missing or unable to handle the type.
+        EndpointError: the connect failed or gave no block device (operation "connect"), or
+            the disconnect after a clean exit failed ("disconnect").
+    """
+    kind, data = _parse(connection_info, "connection info")
+    name = f"brick:{kind}"
+    factory = connector_factory or _os_brick_connector
+    try:
+        connector = await trio.to_thread.run_sync(factory, kind, root_helper)
+        device_info = await trio.to_thread.run_sync(connector.connect_volume, data)
+    except UsageError:
+        raise
+    except Exception as exc:
+        if _lock_path_missing(exc):
+            raise UsageError(
+                f"{name}: os-brick needs a lock directory shared with cinder-volume: set "
+                "OSLO_LOCK_PATH to cinder.conf's [oslo_concurrency] lock_path"
+            ) from exc
+        raise EndpointError(name, "connect", _reason(exc, data)) from exc
+
+    def disconnect(force: bool) -> None:
+        connector.disconnect_volume(data, device_info, force=force, ignore_errors=force)
+
+    try:
+        path, name = await _block_device(name, device_info)
+        yield path
+    except BaseException as failure:
+        with trio.CancelScope(shield=True):
+            try:
+                await trio.to_thread.run_sync(disconnect, True)
+            except Exception as exc:
+                failure.add_note(str(EndpointError(name, "disconnect", _reason(exc, data))))
+        raise
+    with trio.CancelScope(shield=True):
+        try:
+            await trio.to_thread.run_sync(disconnect, False)
+        except Exception as exc:
+            raise EndpointError(name, "disconnect", _reason(exc, data)) from exc
+
+
+@asynccontextmanager
+async def open_brick_source(
+    connection_info: Mapping[str, Any],
+    *,
+    root_helper: str = "sudo",
+    connector_factory: ConnectorFactory | None = None,
+) -> AsyncIterator[BlockDeviceSource]:
+    """Attach a volume with os-brick and open its device read-only (see ``attach``)."""
+    async with (
+        attach(
+            connection_info, root_helper=root_helper, connector_factory=connector_factory
+        ) as path,
+        open_block_source(path) as volume,
+    ):
+        volume.name = _name(connection_info, path)
+        yield volume
+
+
+@asynccontextmanager
+async def open_brick_sink(
+    connection_info: Mapping[str, Any],
+    *,
+    size: int,
+    target_is_zero: bool = False,
+    root_helper: str = "sudo",
+    connector_factory: ConnectorFactory | None = None,
+) -> AsyncIterator[BlockDeviceSink]:
+    """Attach a volume with os-brick and open its device for writing ``size`` bytes.
+
+    The device is not trusted to read zeros unless ``target_is_zero`` (see ``attach``).
+    """
+    async with (
+        attach(
+            connection_info, root_helper=root_helper, connector_factory=connector_factory
+        ) as path,
+        open_block_sink(path, size=size, target_is_zero=target_is_zero) as volume,
+    ):
+        volume.name = _name(connection_info, path)
+        yield volume
+
+
+def _parse(info: object, where: str) -> tuple[str, dict[str, Any]]:
+    """(driver_volume_type, data) of a connection_info, or a UsageError naming what is wrong."""
+    if not isinstance(info, Mapping):
+        raise UsageError(f"{where}: must be a JSON object, not {_json_type(info)}")
+    missing = [key for key in ("driver_volume_type", "data") if key not in info]
+    if missing:
+        raise UsageError(f"{where}: missing {' and '.join(repr(key) for key in missing)}")
+    kind, data = info["driver_volume_type"], info["data"]
+    if not isinstance(kind, str) or not kind.strip():
+        raise UsageError(f"{where}: 'driver_volume_type' must be a non-empty string")
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: 'data' must be an object, not {_json_type(data)}")
+    return kind, data
+
+
+def _json_type(value: object) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number" if isinstance(value, int | float) else "unknown")
+
+
+def _name(connection_info: Mapping[str, Any], path: str) -> str:
+    return f"brick:{connection_info['driver_volume_type']}:{path}"
+
+
+async def _block_device(name: str, device_info: Any) -> tuple[str, str]:
+    """The device path in connect_volume's answer, and the endpoint's name with it."""
+    path = device_info.get("path") if isinstance(device_info, Mapping) else None
+    if not path:
+        raise EndpointError(name, "connect", "os-brick's answer has no device path")
+    if not isinstance(path, str):
+        raise EndpointError(
+            name, "connect", f"os-brick's answer has a {type(path).__name__}, not a device path"
+        )
+    name = f"{name}:{path}"
+    try:
+        mode = (await trio.to_thread.run_sync(os.stat, path)).st_mode
+    except OSError as exc:
+        raise EndpointError(name, "connect", f"cannot stat the device: {exc.strerror}") from exc
+    if not stat.S_ISBLK(mode):
+        raise EndpointError(name, "connect", "os-brick's path is not a block device")
+    return path, name
+
+
+def _secrets(value: object, secret: bool = False) -> set[str]:
+    """The string values under secret-looking keys, at any depth."""
+    if isinstance(value, Mapping):
+        found: set[str] = set()
+        for key, item in value.items():
+            found |= _secrets(item, secret or bool(_SECRET_KEY.search(str(key))))
+        return found
+    if isinstance(value, list | tuple):
+        return set[str]().union(*(_secrets(item, secret) for item in value))
+    return {value} if secret and isinstance(value, str) and value else set()
+
+
+def _reason(exc: BaseException, data: Mapping[str, Any]) -> str:
+    """One line saying why, with every secret of ``data`` masked (as is, or as repr shows it)."""
+    reason = str(exc)
+    forms = {form for secret in _secrets(data) for form in (secret, repr(secret)[1:-1])}
+    for form in sorted(forms, key=len, reverse=True):
+        reason = reason.replace(form, MASK)
+    return " ".join(reason.split()) or type(exc).__name__
+
+
+def _lock_path_missing(exc: BaseException) -> bool:
+    """os-brick's external locks need a directory, and none was configured."""
+    try:
+        from oslo_config import cfg
+    except ImportError:
+        return False
+    return isinstance(exc, cfg.RequiredOptError) and exc.opt_name == "lock_path"
+
+
+def _os_brick_connector(protocol: str, root_helper: str) -> Connector:
+    """os-brick's connector for a driver_volume_type (runs in a worker thread)."""
+    if importlib.util.find_spec("os_brick") is None:
+        raise UsageError("os-brick is not installed (pip install os-brick)")
+    # oslo.privsep imports eventlet, which warns on import; asyncopy uses neither's event loop.
+    warnings.filterwarnings(
+        "ignore", message=r"\s*Eventlet is deprecated", module=r"oslo_privsep\.daemon"
+    )
+    import os_brick
+    from os_brick import exception
+    from os_brick.initiator.connector import InitiatorConnector
+    from oslo_config import cfg
+
+    os_brick.setup(cfg.CONF)  # its lock_path defaults to [oslo_concurrency] lock_path
+    try:
+        connector: Connector = InitiatorConnector.factory(protocol, root_helper)
+    except exception.InvalidConnectorProtocol as exc:
+        raise UsageError(
+            f"brick:{protocol}: os-brick has no connector for driver_volume_type {protocol!r}"
+        ) from exc
+    return connector

@@ -1,0 +1,233 @@
+"""iSCSI LUNs through the user-space initiator, against the dev stack's real tgtd (and its
+real Ceph cluster), with ``qemu-img compare`` on the ``iscsi://`` URI as the oracle."""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from asyncopy import devstack
+from asyncopy.api import copy_sync
+from asyncopy.endpoint import ExtentKind
+from asyncopy.engine import CopyOptions, copy
+from asyncopy.errors import EndpointError, UsageError
+from asyncopy.iscsi import IscsiOptions, parse_iscsi
+from asyncopy.sources.iscsi import open_iscsi_source
+from asyncopy.testing import Faults, FaultyVolume, MemoryVolume
+from asyncopy.uri import EndpointOptions, open_sink
+from tests.cephtools import Cluster, MiB, qemu_identical
+from tests.conftest import MakeLun, write_pattern
+from tests.test_cli import run
+
+OBJ = 4 * MiB
+SCATTERED = (64 * MiB, [(i * OBJ, OBJ) for i in (0, 2, 3, 6, 9, 10, 13, 15)])
+ODD = (10 * MiB + 12800, [(100, 5000), (6 * MiB, 3 * MiB), (10 * MiB + 12000, 800)])
+PATHS = ["file-iscsi", "iscsi-file", "rbd-iscsi", "iscsi-rbd", "iscsi-iscsi"]
+
+
+def dirt(size: int, seed: int = 9) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+@pytest.mark.parametrize("layout", ["scattered", "odd"])
+@pytest.mark.parametrize("path", PATHS)
+def test_copy_paths(
+    ceph: Cluster, tmp_path: Path, make_lun: MakeLun, path: str, layout: str
+) -> None:
+    size, data_at = SCATTERED if layout == "scattered" else ODD
+    src_kind, dst_kind = path.split("-")
+    if src_kind == "iscsi":  # a LUN's size is a multiple of its block: pad the bytes
+        pattern = tmp_path / "pattern.img"
+        content = write_pattern(pattern, size, data_at)
+        size = -(-size // 512) * 512
+        content = content.ljust(size, b"\0")
+        src = make_lun(size, fill=content).url
+    elif src_kind == "file":
+        src = str(tmp_path / "src.img")
+        content = write_pattern(Path(src), size, data_at)
+    else:
+        name = ceph.name()
+        content = ceph.create(name, size, data_at)
+        src = ceph.uri(name)
+    if dst_kind == "iscsi":  # an existing LUN holding other bytes
+        lun = make_lun(-(-size // 512) * 512, fill=dirt(size))
+        dst = lun.url
+    elif dst_kind == "file":
+        dst = str(tmp_path / "dst.img")
+    else:
+        dst = ceph.uri(ceph.name())
+
+    result = copy_sync(src, dst, CopyOptions(verify=True))
+
+    assert result.verified
+    assert result.bytes_total == size
+    if dst_kind == "iscsi":
+        assert Path(lun.backing).read_bytes()[:size] == content
+    assert qemu_identical(src, dst)
+
+
+def test_a_dirty_thin_lun_ends_equal_and_thin(tmp_path: Path, make_lun: MakeLun) -> None:
+    size, data_at = SCATTERED
+    src = tmp_path / "src.img"
+    content = write_pattern(src, size, data_at)
+    lun = make_lun(size, fill=dirt(size))
+    assert os.stat(lun.backing).st_blocks * 512 >= size  # fully allocated before
+
+    result = copy_sync(str(src), lun.url, CopyOptions(verify=True))
+
+    assert result.bytes_zeroed == size - 8 * OBJ
+    assert Path(lun.backing).read_bytes() == content
+    assert os.stat(lun.backing).st_blocks * 512 <= 8 * OBJ + 64 * 1024  # holes unmapped
+    assert unmapped(lun.url) == {(i * OBJ, OBJ) for i in range(16)} - set(data_at)
+
+
+def unmapped(url: str) -> set[tuple[int, int]]:
+    """The 4 MiB runs that GET LBA STATUS reports as holes."""
+
+    async def holes() -> set[tuple[int, int]]:
+        async with open_iscsi_source(parse_iscsi(url.removeprefix("iscsi:")), IscsiOptions()) as v:
+            assert v.geometry.lbpme
+            assert v.geometry.lbprz
+            found = await v.extents(0, v.size)
+        return {
+            (at, OBJ)
+            for extent in found
+            if extent.kind is ExtentKind.HOLE
+            for at in range(extent.offset, extent.end, OBJ)
+            if at % OBJ == 0 and at + OBJ <= extent.end
+        }
+
+    return trio.run(holes)
+
+
+def test_a_4k_lun_takes_an_unaligned_source(tmp_path: Path, make_lun: MakeLun) -> None:
+    size, data_at = ODD
+    src = tmp_path / "src.img"
+    content = write_pattern(src, size, data_at)
+    tail = dirt(4096, seed=4)
+    lun_size = -(-size // 4096) * 4096
+    lun = make_lun(lun_size, block_size=4096, fill=dirt(lun_size - 4096) + tail)
+
+    result = copy_sync(str(src), lun.url, CopyOptions(verify=True))
+
+    assert result.verified
+    written = Path(lun.backing).read_bytes()
+    assert written[:size] == content
+    assert written[size:] == tail[size % 4096 :]  # bytes past the source's end are kept
+
+
+def test_chap_logins_and_secrets_stay_secret(tmp_path: Path, make_lun: MakeLun) -> None:
+    src = tmp_path / "src.img"
+    content = write_pattern(src, 8 * MiB, [(MiB, MiB)])
+    lun = make_lun(8 * MiB, chap=("alice", SECRET))
+    with_chap = lun.url.replace("iscsi://", f"iscsi://alice%{SECRET}@")
+    done = run("copy", str(src), with_chap, "--verify")
+    assert done.returncode == 0, done.stderr
+    assert SECRET not in done.stdout + done.stderr
+    assert Path(lun.backing).read_bytes() == content
+    options = EndpointOptions(iscsi=IscsiOptions(user="alice", password=SECRET))
+    copy_sync(lun.url, str(tmp_path / "back.img"), src_options=options)
+    assert (tmp_path / "back.img").read_bytes() == content
+
+
+SECRET = "s3cret-passw0rd"
+
+
+@pytest.mark.parametrize(
+    ("change", "code", "message"),
+    [
+        (lambda u: u.replace(":lun-", ":no-such-"), 2, "no such target"),
+        (lambda u: u.removesuffix("/1") + "/7", 2, "no such LUN"),
+        (lambda u: u.replace(SECRET, "wrong-secret"), 2, "CHAP authentication failed"),
+        (lambda u: u.replace("alice%", "mallory%"), 2, "CHAP authentication failed"),
+        (lambda u: u.replace(u.split("@")[1].split("/")[0], "127.0.0.1:1"), 1, "refused"),
+        (lambda u: u.replace("iscsi://", "iscsi:///"), 2, "expected iscsi://"),
+    ],
+)
+def test_wrong_names_ports_and_secrets_are_one_clear_line(
+    tmp_path: Path, make_lun: MakeLun, change: Callable[[str], str], code: int, message: str
+) -> None:
+    lun = make_lun(8 * MiB, chap=("alice", SECRET))
+    dst = tmp_path / "dst.img"
+    done = run("copy", change(lun.url.replace("iscsi://", f"iscsi://alice%{SECRET}@")), str(dst))
+    assert done.returncode == code
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("asyncopy: error: ")
+    assert message in done.stderr
+    assert "secret" not in done.stderr
+    assert "s3cret" not in done.stderr
+    assert not dst.exists()
+
+
+def test_a_too_small_lun_is_refused_untouched(tmp_path: Path, make_lun: MakeLun) -> None:
+    src = tmp_path / "src.img"
+    write_pattern(src, 16 * MiB, [(0, MiB)])
+    before = dirt(8 * MiB)
+    lun = make_lun(8 * MiB, fill=before)
+    with pytest.raises(UsageError, match="is too small"):
+        copy_sync(str(src), lun.url)
+    assert Path(lun.backing).read_bytes() == before
+
+
+def connections(stack: devstack.Stack, lun: devstack.Lun) -> str:
+    shown = subprocess.run(
+        [
+            "tgtadm",
+            "-C",
+            str(stack.tgt_control_port),
+            "--lld",
+            "iscsi",
+            "--op",
+            "show",
+            "--mode",
+            "conn",
+            "--tid",
+            str(lun.tid),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return shown.stdout.strip()
+
+
+async def test_errors_and_cancellation_log_out(stack: devstack.Stack, make_lun: MakeLun) -> None:
+    lun = make_lun(16 * MiB, fill=dirt(16 * MiB))
+    source = MemoryVolume(dirt(16 * MiB, seed=5))
+    failing = FaultyVolume(source, Faults(read_eio_at=8 * MiB))
+    with pytest.raises(EndpointError, match="read failed on memory at offset"):
+        async with open_sink(lun.url, size=source.size) as sink:
+            await copy(failing, sink, CopyOptions(chunk_size=MiB))
+    assert connections(stack, lun) == ""
+    slow = FaultyVolume(source, Faults(delay=0.2))  # 8 rounds of 2 chunks: 1.6 s
+    with trio.move_on_after(0.5) as scope:
+        async with open_sink(lun.url, size=source.size) as sink:
+            await copy(slow, sink, CopyOptions(chunk_size=MiB, depth=2))
+    assert scope.cancelled_caught
+    assert connections(stack, lun) == ""
+
+
+def test_a_lun_gone_mid_copy_fails_naming_the_lun_and_offset(
+    stack: devstack.Stack, tmp_path: Path, make_lun: MakeLun
+) -> None:
+    lun = make_lun(64 * MiB)
+    src = tmp_path / "src.img"
+    data = write_pattern(src, 64 * MiB, [(0, 64 * MiB)])
+
+    async def copy_while_removed() -> None:
+        async with open_sink(lun.url, size=64 * MiB, options=QUICK) as sink:
+            devstack.remove_lun(stack, lun)  # the target drops the session
+            source = MemoryVolume(data)
+            await copy(source, sink, CopyOptions(chunk_size=MiB))
+
+    with pytest.raises(EndpointError, match=rf"write failed on {lun.url} at offset \d+"):
+        trio.run(copy_while_removed)
+
+
+QUICK = EndpointOptions(iscsi=IscsiOptions(timeout=3))
