@@ -20,7 +20,9 @@ struct iscsi_url {
 };
 struct scsi_iovec { void *iov_base; size_t iov_len; };
 struct scsi_sense { unsigned char error_type; int key; int ascq; ...; };
-struct scsi_task { int status; struct scsi_sense sense; ...; };
+struct scsi_task {
+    int status; int residual_status; size_t residual; struct scsi_sense sense; ...;
+};
 struct scsi_readcapacity16 {
     uint64_t returned_lba; uint32_t block_length; uint8_t lbppbe; uint8_t lbpme;
     uint8_t lbprz; ...;
@@ -35,6 +37,7 @@ struct scsi_get_lba_status {
 };
 
 #define SCSI_STATUS_GOOD ...
+#define SCSI_RESIDUAL_NO_RESIDUAL ...
 #define SCSI_STATUS_CHECK_CONDITION ...
 #define SCSI_STATUS_CANCELLED ...
 #define SCSI_STATUS_ERROR ...

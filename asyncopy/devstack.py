@@ -355,14 +355,16 @@ def add_lun(
     size: int,
     *,
     thin: bool = True,
+    read_only: bool = False,
     chap: tuple[str, str] | None = None,
     block_size: int = 512,
 ) -> Lun:
     """Create a target ``iqn...:NAME`` with LUN 1 over a new sparse file of ``size`` bytes.
 
     ``thin`` reports logical block provisioning (LBPME and LBPRZ: unmapped blocks read as
-    zeros, GET LBA STATUS and UNMAP work). ``chap`` is (user, secret) for CHAP logins; tgtd's
-    accounts are shared by its targets, and an account made before keeps its first secret.
+    zeros, GET LBA STATUS and UNMAP work); ``read_only`` refuses writes. ``chap`` is (user,
+    secret) for CHAP logins; tgtd's accounts are shared by its targets, and an account made
+    before keeps its first secret.
     """
     if stack.iscsi_portal is None or stack.tgt_control_port is None:
         raise DevstackError(f"{stack.dir}: this dev stack has no iSCSI target")
@@ -393,9 +395,10 @@ def add_lun(
         ],
         ["--op", "bind", "--mode", "target", *target, "-I", "127.0.0.1"],
     ]
-    if thin:
-        params = "thin_provisioning=1"
-        commands.append(["--op", "update", "--mode", "logicalunit", *lun, "--params", params])
+    for param, wanted in (("thin_provisioning", thin), ("readonly", read_only)):
+        if wanted:
+            params = ["--params", f"{param}=1"]
+            commands.append(["--op", "update", "--mode", "logicalunit", *lun, *params])
     if chap is not None:
         user, secret = chap
         if user not in _run([*base, "--op", "show", "--mode", "account"], directory).split():

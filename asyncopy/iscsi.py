@@ -42,6 +42,7 @@ MAX_TRANSFER = 4 << 20  # bytes per READ/WRITE(16), below the target's own limit
 MAX_WRITE_SAME = 1 << 30  # bytes per WRITE SAME(16), below the target's own limit
 LBA_STATUS_ALLOC = 4096  # GET LBA STATUS reply buffer: 255 descriptors
 TICK = 1.0
+UNMAPPED = (1, 2)  # GET LBA STATUS: deallocated, anchored; anything else counts as data
 T = TypeVar("T")
 USAGE = "expected iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN"
 
@@ -118,12 +119,15 @@ def credentials(spec: IscsiSpec, options: IscsiOptions) -> tuple[str, str] | Non
 class _Waiter:
     """One command in flight: what the completion callback reports, and who to wake."""
 
-    __slots__ = ("done", "error", "status")
+    __slots__ = ("called_back", "done", "error", "orphan", "release", "status")
 
-    def __init__(self) -> None:
+    def __init__(self, release: Callable[[], None]) -> None:
         self.done = trio.Event()
         self.status: int | None = None
         self.error: str | None = None  # libiscsi's message when it completed, if it failed
+        self.release = release  # drops the handle: only once libiscsi has called back
+        self.called_back = False
+        self.orphan = False  # its waiter left early: the callback frees the task
 
     def finish(self, status: int, error: str | None = None) -> None:
         if self.status is None:
@@ -148,14 +152,18 @@ def _install_callback() -> None:
         return
 
     @ffi.def_extern()  # type: ignore[untyped-decorator]
-    def asyncopy_iscsi_done(ctx: Any, status: int, _command_data: Any, private: Any) -> None:
+    def asyncopy_iscsi_done(ctx: Any, status: int, command: Any, private: Any) -> None:
         try:  # inside iscsi_service, on the event loop's thread: nothing may escape
             waiter: _Waiter = ffi.from_handle(private)
             error = None
             if status not in (lib.SCSI_STATUS_GOOD, lib.SCSI_STATUS_CHECK_CONDITION):
                 text = lib.iscsi_get_error(ctx)  # now: a later service call may replace it
                 error = ffi.string(text).decode(errors="replace") if text else None
+            waiter.called_back = True
             waiter.finish(status, error)
+            if waiter.orphan and command != ffi.NULL:
+                lib.scsi_free_scsi_task(command)  # a SCSI command's data is its task
+            waiter.release()
         except BaseException:
             pass
 
@@ -176,8 +184,11 @@ class Session:
             raise EndpointError(self.name, "connect", "cannot create an iSCSI context")
         self.failure: str | None = None
         self._kick = trio.Event()
-        self._waiters: dict[int, tuple[_Waiter, Any]] = {}
-        self._fd = -1
+        # Every command's handle, from queuing until libiscsi calls back (or the context is
+        # destroyed, which calls back the rest): a waiter woken early (a failed session, a
+        # timed-out logout) must never leave libiscsi holding a dangling handle.
+        self._pending: dict[int, tuple[_Waiter, Any]] = {}
+        self.logged_in = False
 
     # -- the pump -------------------------------------------------------------------------
 
@@ -199,7 +210,6 @@ class Session:
             kicked = self._kick
             fd = self.lib.iscsi_get_fd(self.ctx)
             if self.failure is None and fd >= 0 and self.lib.iscsi_which_events(self.ctx) & event:
-                self._fd = fd
                 await wait(fd)
                 self.service(event)
             else:
@@ -222,7 +232,7 @@ class Session:
     def fail(self, reason: str) -> None:
         """The session is unusable: every waiting command fails with this reason."""
         self.failure = self.failure or reason
-        for waiter, _handle in list(self._waiters.values()):
+        for waiter, _handle in list(self._pending.values()):
             waiter.finish(self.lib.SCSI_STATUS_ERROR, reason)
 
     # -- commands -------------------------------------------------------------------------
@@ -238,26 +248,40 @@ class Session:
 
         The caller frees the task with ``scsi_free_scsi_task`` (``free``).
         """
+        await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled copy queues nothing more
         if self.failure is not None:
             raise EndpointError(self.name, operation, self.failure, offset, length)
-        waiter = _Waiter()
-        handle = self.ffi.new_handle(waiter)
-        task = queue(handle)
+        waiter, task = self.submit(queue)
         if task == self.ffi.NULL:
             raise EndpointError(self.name, operation, self.error(), offset, length)
-        self._waiters[id(waiter)] = (waiter, handle)
-        self.kick()
-        try:
-            with trio.CancelScope(shield=True):
-                await waiter.done.wait()
-        finally:
-            del self._waiters[id(waiter)]
+        with trio.CancelScope(shield=True):
+            await waiter.done.wait()
+        if not waiter.called_back:  # the session failed: libiscsi still holds the task
+            waiter.orphan = True
+            raise EndpointError(self.name, operation, waiter.error or "failed", offset, length)
         try:
             self.check(waiter, operation, offset, length, task)
         except BaseException:
             self.free(task)
             raise
         return task
+
+    def submit(self, queue: Callable[[Any], Any]) -> tuple[_Waiter, Any]:
+        """Call ``queue(handle)`` (which queues one command) and keep the handle until the
+        command calls back; return the waiter and what ``queue`` returned."""
+        key = object()
+
+        def release() -> None:
+            self._pending.pop(id(key), None)
+
+        waiter = _Waiter(release)
+        handle = self.ffi.new_handle(waiter)
+        self._pending[id(key)] = (waiter, handle)
+        queued = queue(handle)
+        if queued == self.ffi.NULL or queued is None or (isinstance(queued, int) and queued):
+            release()  # libiscsi refused it: it holds nothing
+        self.kick()
+        return waiter, queued
 
     def check(
         self, waiter: _Waiter, operation: str, offset: int | None, length: int | None, task: Any
@@ -273,6 +297,8 @@ class Session:
         reason = waiter.error or self.failure or self.error()
         if status == self.lib.SCSI_STATUS_TIMEOUT:
             reason = f"timed out after {self.options.timeout} s"
+        if status in (self.lib.SCSI_STATUS_TIMEOUT, self.lib.SCSI_STATUS_CANCELLED):
+            self.fail(reason)  # half-sent PDUs may be gone: the session is not to be trusted
         raise EndpointError(self.name, operation, reason, offset, length)
 
     def sense(self, task: Any) -> str:
@@ -293,48 +319,41 @@ class Session:
         if credentials is not None:
             user, password = credentials
             lib.iscsi_set_initiator_username_pwd(self.ctx, user.encode(), password.encode())
-        waiter = _Waiter()
-        handle = self.ffi.new_handle(waiter)
-        if (
-            lib.iscsi_full_connect_async(
-                self.ctx, spec.portal.encode(), spec.lun, lib.asyncopy_iscsi_done, handle
+        portal = spec.portal.encode()
+        waiter, refused = self.submit(
+            lambda h: lib.iscsi_full_connect_async(
+                self.ctx, portal, spec.lun, lib.asyncopy_iscsi_done, h
             )
-            != 0
-        ):
+        )
+        if refused:
             raise EndpointError(self.name, "connect", self.error())
-        self._waiters[id(waiter)] = (waiter, handle)
-        self.kick()
-        try:
-            with trio.move_on_after(self.options.timeout + 1) as scope:
-                await waiter.done.wait()
-        finally:
-            del self._waiters[id(waiter)]
+        with trio.move_on_after(self.options.timeout + 1) as scope:
+            await waiter.done.wait()
         if scope.cancelled_caught:
             raise EndpointError(self.name, "connect", f"timed out after {self.options.timeout} s")
         if waiter.status != lib.SCSI_STATUS_GOOD:
             raise connect_error(self.name, waiter.error or self.error())
+        self.logged_in = True
 
     async def logout(self) -> None:
         """Log out politely, bounded by the timeout; a session that failed is just dropped."""
-        if self.failure is not None or self._fd < 0:
+        if self.failure is not None or not self.logged_in:
             return
-        waiter = _Waiter()
-        handle = self.ffi.new_handle(waiter)
-        if self.lib.iscsi_logout_async(self.ctx, self.lib.asyncopy_iscsi_done, handle) != 0:
-            return
-        self._waiters[id(waiter)] = (waiter, handle)
-        self.kick()
-        try:
+        lib = self.lib
+        waiter, refused = self.submit(
+            lambda h: lib.iscsi_logout_async(self.ctx, lib.asyncopy_iscsi_done, h)
+        )
+        if not refused:
             with trio.move_on_after(self.options.timeout):
                 await waiter.done.wait()
-        finally:
-            del self._waiters[id(waiter)]
 
     def destroy(self) -> None:
-        if self._fd >= 0:
-            trio.lowlevel.notify_closing(self._fd)
+        fd = self.lib.iscsi_get_fd(self.ctx)
+        if fd >= 0:
+            trio.lowlevel.notify_closing(fd)
         self.lib.iscsi_destroy_context(self.ctx)  # pending callbacks run here: CANCELLED
         self.ctx = self.ffi.NULL
+        self._pending.clear()
 
 
 class ScsiError(EndpointError):
@@ -441,48 +460,32 @@ class IscsiVolume:
 
     async def _transfer(self, operation: str, offset: int, view: memoryview) -> None:
         s, lib, ffi = self.session, self.session.lib, self.session.ffi
-        pointer = ffi.from_buffer(view, require_writable=operation == "read")
-        iov = ffi.new("struct scsi_iovec *", {"iov_base": pointer, "iov_len": len(view)})
         lba, size, block = offset // self.block_size, len(view), self.block_size
+        if offset % block or size % block:
+            raise EndpointError(self.name, operation, f"not on the {block}-byte grid", offset, size)
+        # The export of the engine's buffer ends with the block, on every path: a buffer still
+        # exported when an error's traceback is collected cannot be released (or reused).
+        with ffi.from_buffer(view, require_writable=operation == "read") as pointer:
+            iov = ffi.new("struct scsi_iovec *", {"iov_base": pointer, "iov_len": size})
 
-        def queue(handle: Any) -> Any:
-            if operation == "read":
-                return lib.iscsi_read16_iov_task(
-                    s.ctx,
-                    self.lun,
-                    lba,
-                    size,
-                    block,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    lib.asyncopy_iscsi_done,
-                    handle,
-                    iov,
-                    1,
-                )
-            return lib.iscsi_write16_iov_task(
-                s.ctx,
-                self.lun,
-                lba,
-                ffi.NULL,
-                size,
-                block,
-                0,
-                0,
-                0,
-                0,
-                0,
-                lib.asyncopy_iscsi_done,
-                handle,
-                iov,
-                1,
-            )
+            def queue(handle: Any) -> Any:
+                if operation == "read":
+                    return lib.iscsi_read16_iov_task(
+                        s.ctx, self.lun, lba, size, block, 0, 0, 0, 0, 0,
+                        lib.asyncopy_iscsi_done, handle, iov, 1,
+                    )  # fmt: skip
+                return lib.iscsi_write16_iov_task(
+                    s.ctx, self.lun, lba, ffi.NULL, size, block, 0, 0, 0, 0, 0,
+                    lib.asyncopy_iscsi_done, handle, iov, 1,
+                )  # fmt: skip
 
-        task = await s.run(operation, offset, size, queue)  # pointer and iov live until here
-        s.free(task)
+            task = await s.run(operation, offset, size, queue)
+            try:
+                if task.residual_status != lib.SCSI_RESIDUAL_NO_RESIDUAL and task.residual:
+                    reason = f"short transfer: {task.residual} of {size} bytes not moved"
+                    raise EndpointError(self.name, operation, reason, offset, size)
+            finally:
+                s.free(task)
 
     async def extents(self, offset: int, length: int) -> Sequence[Extent]:
         if not self.geometry.lbpme:
@@ -521,7 +524,7 @@ class IscsiVolume:
                 raise EndpointError(self.name, "map", "unreadable GET LBA STATUS reply", position)
             block = self.block_size
             return [
-                (d.lba * block, d.num_blocks * block, d.provisioning == 0)
+                (d.lba * block, d.num_blocks * block, d.provisioning not in UNMAPPED)
                 for d in (status.descriptors[i] for i in range(status.num_descriptors))
                 if d.num_blocks > 0
             ]

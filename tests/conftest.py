@@ -96,11 +96,14 @@ def make_lun(stack: devstack.Stack) -> Iterator[MakeLun]:
         *,
         fill: bytes | None = None,
         thin: bool = True,
+        read_only: bool = False,
         chap: tuple[str, str] | None = None,
         block_size: int = 512,
     ) -> devstack.Lun:
         name = f"lun-{uuid.uuid4().hex[:8]}"
-        lun = devstack.add_lun(stack, name, size, thin=thin, chap=chap, block_size=block_size)
+        lun = devstack.add_lun(
+            stack, name, size, thin=thin, read_only=read_only, chap=chap, block_size=block_size
+        )
         made.append(lun)
         if fill is not None:
             with open(lun.backing, "r+b") as out:

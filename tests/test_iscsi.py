@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from asyncopy.errors import EndpointError, UsageError
 from asyncopy.iscsi import IscsiOptions, parse_iscsi
 from asyncopy.sources.iscsi import open_iscsi_source
 from asyncopy.testing import Faults, FaultyVolume, MemoryVolume
-from asyncopy.uri import EndpointOptions, open_sink
+from asyncopy.uri import EndpointOptions, open_sink, open_source
 from tests.cephtools import Cluster, MiB, qemu_identical
 from tests.conftest import MakeLun, write_pattern
 from tests.test_cli import run
@@ -231,3 +232,58 @@ def test_a_lun_gone_mid_copy_fails_naming_the_lun_and_offset(
 
 
 QUICK = EndpointOptions(iscsi=IscsiOptions(timeout=3))
+
+
+def test_a_check_condition_names_the_lun_offset_and_sense(
+    tmp_path: Path, make_lun: MakeLun
+) -> None:
+    src = tmp_path / "src.img"
+    write_pattern(src, 8 * MiB, [(0, 8 * MiB)])
+    before = dirt(8 * MiB)
+    lun = make_lun(8 * MiB, fill=before, read_only=True)
+    done = run("copy", str(src), lun.url)
+    assert done.returncode == 1
+    assert re.fullmatch(
+        rf"asyncopy: error: write failed on {re.escape(lun.url)} at offset \d+ \(length \d+\): "
+        r"check condition: DATA PROTECTION, WRITE_PROTECTED \(0x2700\)\n",
+        done.stderr,
+    )
+    assert Path(lun.backing).read_bytes() == before
+
+
+async def test_a_target_that_stops_answering_fails_in_bounded_time(
+    stack: devstack.Stack, make_lun: MakeLun
+) -> None:
+    """Through a proxy that stalls after 8 MiB: a timeout, a logout that times out too, and
+    a session torn down with commands still queued in libiscsi (no crash, no hang)."""
+    lun = make_lun(32 * MiB, fill=dirt(32 * MiB))
+    host, port = (stack.iscsi_portal or "").split(":")
+    quick = EndpointOptions(iscsi=IscsiOptions(timeout=2))
+
+    async def forward(src: trio.SocketStream, dst: trio.SocketStream, counted: list[int]) -> None:
+        while data := await src.receive_some(1 << 16):
+            counted[0] += len(data)
+            if counted[0] > 8 * MiB:
+                await trio.sleep_forever()  # hold the connection, answer nothing
+            await dst.send_all(data)
+
+    async def relay(client: trio.SocketStream) -> None:
+        server = await trio.open_tcp_stream(host, int(port))
+        async with trio.open_nursery() as pipes:
+            pipes.start_soon(forward, client, server, [-(1 << 62)])
+            pipes.start_soon(forward, server, client, [0])
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(trio.serve_tcp, relay, 0)
+        proxy = listeners[0].socket.getsockname()[1]
+        url = lun.url.replace(f"{host}:{port}", f"127.0.0.1:{proxy}")
+        started = trio.current_time()
+        with pytest.raises(EndpointError, match=r"read failed on .* timed out after 2 s"):
+            await copy_to_memory(url, quick)
+        assert trio.current_time() - started < 15
+        nursery.cancel_scope.cancel()
+
+
+async def copy_to_memory(url: str, options: EndpointOptions) -> None:
+    async with open_source(url, options) as source:
+        await copy(source, MemoryVolume(bytes(source.size)), CopyOptions(chunk_size=MiB))
