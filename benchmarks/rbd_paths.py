@@ -2,8 +2,9 @@
 ``rbd export`` and ``qemu-img convert``.
 
 Boots a private dev stack (Ceph and tgtd), writes a sparse source image (default 2 GiB, 50% of its
-4 MiB objects, scattered, random bytes), then runs every command of a path in turn, round after
-round (A B C A B C ...), and reports the median with min-max. Each output is checked with
+4 MiB objects, scattered, random bytes) and two thin LUNs, then runs every command of a path in
+turn, round after round (A B C, B C A, C A B, ...: no tool always goes first, and the cluster
+settles between runs), and reports the median with min-max. Each output is checked with
 ``qemu-img compare`` before it is removed; a wrong copy stops the benchmark. File outputs are
 synced to disk inside the timed run for every tool (asyncopy fsyncs on its own; the peers do
 not), and page caches are dropped before each run. Commands are timed as an operator runs
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import rados
 import rbd
@@ -30,6 +32,8 @@ from asyncopy import devstack
 from asyncopy.sizes import human, parse_size
 
 ASYNCOPY = [sys.executable, "-m", "asyncopy"]
+SETTLE = 2.0  # seconds between runs: the OSD frees a removed image's objects meanwhile
+T = TypeVar("T")
 OBJECT = 4 << 20
 
 
@@ -140,10 +144,10 @@ def run_rounds(
     src = f"rbd:{stack.pool}/src:conf={stack.ceph_conf}"
     dst = f"rbd:{stack.pool}/dst:conf={stack.ceph_conf}"
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
-    for _ in range(repeats):
+    for round_number in range(repeats):
         for path, commands in cases(stack, out, luns).items():
             to_file, to_lun = path.endswith("file"), path.endswith("iscsi")
-            for tool, command in commands.items():
+            for tool, command in rotated(list(commands.items()), round_number):
                 seconds = timed(command, out if to_file else None)
                 target = str(out) if to_file else luns["dst"] if to_lun else dst
                 origin = luns["src"] if path.startswith("iscsi") else src
@@ -161,7 +165,14 @@ def run_rounds(
                 )
                 if not to_lun:
                     remove(stack, out if to_file else None)
+                time.sleep(SETTLE)
     return results
+
+
+def rotated(items: list[T], by: int) -> list[T]:
+    """Each round starts with another tool: none always runs first after a path's setup."""
+    by %= len(items)
+    return items[by:] + items[:by]
 
 
 def allocated(stack: devstack.Stack, out: Path | None) -> float:
