@@ -1,18 +1,45 @@
-"""asyncopy: fast, verified volume copies between RBD, iSCSI, block devices and files."""
+"""asyncopy: fast, verified volume copies between RBD, iSCSI, block devices and files.
 
-from asyncopy.api import copy_sync, copy_uri, verify_manifest, verify_uris
-from asyncopy.ceph import CephOptions
-from asyncopy.endpoint import Extent, ExtentKind, Sink, Source, Volume, all_data
-from asyncopy.engine import CopyOptions, CopyResult, Progress, copy
-from asyncopy.errors import (
-    AsyncopyError,
-    CopyFailed,
-    EndpointError,
-    UsageError,
-    VerificationFailed,
-)
-from asyncopy.sinks.rbd import RbdCreate
-from asyncopy.uri import EndpointOptions, open_sink, open_source
+The names below load on first use (PEP 562), so that ``import asyncopy.cinder`` works in a
+process that eventlet has monkey-patched, where trio cannot be imported at all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asyncopy.api import copy_sync, copy_uri, verify_manifest, verify_uris
+    from asyncopy.ceph import CephOptions
+    from asyncopy.endpoint import Extent, ExtentKind, Sink, Source, Volume, all_data
+    from asyncopy.engine import CopyOptions, CopyResult, Progress, copy
+    from asyncopy.errors import (
+        AsyncopyError,
+        CopyFailed,
+        EndpointError,
+        UsageError,
+        VerificationFailed,
+    )
+    from asyncopy.sinks.rbd import RbdCreate
+    from asyncopy.uri import EndpointOptions, open_sink, open_source
+
+_WHERE = {
+    "asyncopy.api": ["copy_sync", "copy_uri", "verify_manifest", "verify_uris"],
+    "asyncopy.ceph": ["CephOptions"],
+    "asyncopy.endpoint": ["Extent", "ExtentKind", "Sink", "Source", "Volume", "all_data"],
+    "asyncopy.engine": ["CopyOptions", "CopyResult", "Progress", "copy"],
+    "asyncopy.errors": [
+        "AsyncopyError",
+        "CopyFailed",
+        "EndpointError",
+        "UsageError",
+        "VerificationFailed",
+    ],
+    "asyncopy.sinks.rbd": ["RbdCreate"],
+    "asyncopy.uri": ["EndpointOptions", "open_sink", "open_source"],
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
 __all__ = [
     "AsyncopyError",
@@ -40,3 +67,10 @@ __all__ = [
     "verify_manifest",
     "verify_uris",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asyncopy' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

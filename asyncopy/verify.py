@@ -123,6 +123,14 @@ class Manifest:
             raise
 
     @classmethod
+    def loads(cls, text: str, where: str) -> Manifest:
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"manifest {where}: not JSON: {exc}") from exc
+        return cls(_table_from(doc, Path(where)))
+
+    @classmethod
     def read(cls, path: Path) -> Manifest:
         try:
             doc = json.loads(Path(path).read_text())

@@ -27,6 +27,7 @@ from asyncopy.ceph import (
     payload,
     refuse_if_in_use,
 )
+from asyncopy.endpoint import ExtentKind
 from asyncopy.errors import UsageError
 
 FEATURES = {
@@ -102,14 +103,21 @@ async def open_rbd_sink(
     options: CephOptions,
     create: RbdCreate | None = None,
     target_is_zero: bool = False,
+    must_exist: bool = False,
 ) -> AsyncIterator[RbdSink]:
-    """Open (or create, sized ``size``) an image for writing."""
+    """Open (or, unless ``must_exist``, create sized ``size``) an image for writing.
+
+    An existing image is known to read zeros when it has nothing allocated (by its valid
+    fast-diff map, its parent's included): a volume Cinder just created stays thin.
+    """
     create = create or RbdCreate()
     if spec.snapshot:
         raise UsageError(f"{spec}: a snapshot cannot be written")
     order, features = create.order(), create.feature_bits()
     async with connect(spec, options) as ioctx:
-        created = await _create(ioctx, spec, size, order, features, create.data_pool)
+        created = False
+        if not must_exist:
+            created = await _create(ioctx, spec, size, order, features, create.data_pool)
         if not created and create.given():
             raise UsageError(
                 f"destination {spec} exists: {', '.join(create.given())} apply to a new image"
@@ -124,6 +132,7 @@ async def open_rbd_sink(
                     )
                 await refuse_if_in_use(sink, "destination", others_allowed=0)
                 await hold_lock(sink)
+                sink.known_zero = sink.known_zero or await unallocated(sink)
                 yield sink
         except BaseException as failure:
             if created and not create.keep_on_failure:
@@ -132,6 +141,14 @@ async def open_rbd_sink(
                 if left:
                     failure.add_note(left)
             raise
+
+
+async def unallocated(sink: RbdSink) -> bool:
+    """True when a valid fast-diff map says no object of the image (or its parent) exists."""
+    if not sink.whole_object:
+        return False  # without the map, finding out costs a stat per object
+    extents = await sink.extents(0, sink.size)
+    return all(extent.kind is ExtentKind.HOLE for extent in extents)
 
 
 async def hold_lock(sink: RbdSink) -> None:

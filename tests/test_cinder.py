@@ -1,0 +1,137 @@
+"""asyncopy as Cinder calls it: connection_info dicts, copy_volume_data in a child process
+(also from an eventlet-patched caller), against the dev stack's real Ceph, tgtd and os-brick."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asyncopy import devstack
+from asyncopy.cinder import copy_volume_data
+from asyncopy.errors import CopyFailed
+from tests.cephtools import Cluster, MiB, qemu_identical
+from tests.conftest import MakeLoop, MakeLun
+
+OBJ = 4 * MiB
+LAYOUT = [(0, 4096), (OBJ, OBJ), (5 * OBJ + 12345, 100), (8 * OBJ - 512, 512)]
+SIZE = 8 * OBJ
+
+
+def rbd_info(stack: devstack.Stack, name: str) -> dict[str, Any]:
+    """What Cinder's RBD driver's initialize_connection returns (as seen with Cinder 29)."""
+    port = stack.mon_host.rsplit(":", 1)[1].rstrip("]")
+    return {
+        "driver_volume_type": "rbd",
+        "data": {
+            "name": f"{stack.pool}/{name}",
+            "hosts": ["127.0.0.1"],
+            "ports": [port],
+            "cluster_name": "ceph",
+            "auth_enabled": True,
+            "auth_username": "admin",
+            "secret_type": "ceph",
+            "secret_uuid": None,
+            "volume_id": name,
+            "discard": True,
+        },
+    }
+
+
+def local_info(device: str) -> dict[str, Any]:
+    return {"driver_volume_type": "local", "data": {"device_path": device}}
+
+
+def iscsi_info(lun: devstack.Lun) -> dict[str, Any]:
+    host_port, iqn = lun.url.removeprefix("iscsi://").split("/")[:2]
+    return {
+        "driver_volume_type": "iscsi",
+        "data": {"target_portal": host_port, "target_iqn": iqn, "target_lun": 1},
+    }
+
+
+def test_rbd_to_a_local_device_and_back_both_directions(
+    stack: devstack.Stack, ceph: Cluster, make_loop: MakeLoop
+) -> None:
+    src, back = ceph.name("volume"), ceph.name("volume")
+    content = ceph.create(src, SIZE, LAYOUT)
+    ceph.create(back, SIZE)  # created by the destination's driver: empty, thin
+    device, backing = make_loop(SIZE, fill=random.Random(2).randbytes(SIZE))
+    seen: list[tuple[int, int]] = []
+
+    there = copy_volume_data(
+        rbd_info(stack, src), local_info(device), SIZE, progress=lambda *p: seen.append(p)
+    )
+    assert backing.read_bytes() == content
+    assert there["bytes_total"] == SIZE
+    assert seen[-1] == (SIZE, SIZE)
+
+    again = copy_volume_data(local_info(device), rbd_info(stack, back), SIZE)
+    assert again["bytes_skipped"] > 0  # an empty image is known to read zeros
+    assert qemu_identical(ceph.uri(src), ceph.uri(back))
+    assert ceph.used(back) <= ceph.used(src)
+
+
+def test_rbd_to_iscsi_through_the_user_space_initiator(
+    stack: devstack.Stack, ceph: Cluster, make_lun: MakeLun, tmp_path: Path
+) -> None:
+    src = ceph.name("volume")
+    content = ceph.create(src, SIZE, LAYOUT)
+    lun = make_lun(SIZE, fill=random.Random(3).randbytes(SIZE))
+    conf_file = tmp_path / "asyncopy.conf"
+    conf_file.write_text("[asyncopy]\niscsi_transport = userspace\nverify = true\n")
+    from asyncopy import config
+
+    result = copy_volume_data(
+        rbd_info(stack, src), iscsi_info(lun), SIZE, conf=config.load([str(conf_file)])
+    )
+    assert result["verified"] is True
+    assert Path(lun.backing).read_bytes() == content
+
+
+def test_failures_are_one_copy_failed(stack: devstack.Stack, ceph: Cluster) -> None:
+    src = ceph.name("volume")
+    ceph.create(src, SIZE, LAYOUT)
+    with pytest.raises(CopyFailed, match="no such image"):
+        copy_volume_data(rbd_info(stack, src), rbd_info(stack, "missing-volume"), SIZE)
+    small = ceph.name("small")
+    ceph.create(small, SIZE // 2)
+    with pytest.raises(CopyFailed, match="too small"):
+        copy_volume_data(rbd_info(stack, src), rbd_info(stack, small), SIZE)
+
+
+def test_an_eventlet_patched_caller_can_copy(stack: devstack.Stack, ceph: Cluster) -> None:
+    """cinder-volume monkey-patches everything with eventlet before anything else."""
+    src, dst = ceph.name("volume"), ceph.name("volume")
+    ceph.create(src, SIZE, LAYOUT)
+    ceph.create(dst, SIZE)
+    script = (
+        "import eventlet; eventlet.monkey_patch()\n"
+        "import json, sys\n"
+        "from asyncopy.cinder import copy_volume_data\n"
+        "src, dst, size = json.loads(sys.argv[1])\n"
+        "beats = []\n"
+        "def heartbeat():\n"
+        "    while True:\n"
+        "        beats.append(1); eventlet.sleep(0.01)\n"
+        "eventlet.spawn(heartbeat)\n"
+        "result = copy_volume_data(src, dst, size)\n"
+        "print(json.dumps({'result': result, 'beats': len(beats)}))\n"
+    )
+    args = json.dumps([rbd_info(stack, src), rbd_info(stack, dst), SIZE])
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script, args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["result"]["bytes_total"] == SIZE
+    assert answer["beats"] > 1  # other green threads ran while the copy was waited for
+    assert qemu_identical(ceph.uri(src), ceph.uri(dst))
