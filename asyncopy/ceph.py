@@ -40,6 +40,9 @@ class CephOptions:
 
     timeout: float = DEFAULT_TIMEOUT  # connect, monitor and OSD operations, in seconds
     conf: str | None = None  # ceph.conf when the URI names none; None: librados' default
+    # Clients besides this one known to hold the image open: the caller's own handle, when a
+    # caller hands over an image it opened (os-brick's RBDVolumeIOWrapper). Any more: refused.
+    callers_handles: int = 0
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
 from typing import Any
 
 from oslo_config import cfg
@@ -33,6 +34,7 @@ from asyncopy.sinks.iscsi import open_iscsi_sink
 from asyncopy.sinks.rbd import open_rbd_sink
 from asyncopy.sources.iscsi import open_iscsi_source
 from asyncopy.sources.rbd import open_rbd_source
+from asyncopy.uri import EndpointOptions, open_sink, open_source
 
 MiB = 1 << 20
 
@@ -214,19 +216,54 @@ class Window:
         ]
 
 
+@asynccontextmanager
+async def open_described_source(
+    description: Mapping[str, Any], conf: cfg.ConfigOpts
+) -> AsyncIterator[Volume]:
+    """A source from ``{"connection_info": {...}}`` or ``{"uri": ..., "callers_handles": n}``."""
+    if "connection_info" in description:
+        async with open_source_volume(description["connection_info"], conf) as volume:
+            yield volume
+    else:
+        async with open_source(str(description["uri"]), _uri_options(description, conf)) as v:
+            yield v
+
+
+@asynccontextmanager
+async def open_described_sink(
+    description: Mapping[str, Any], conf: cfg.ConfigOpts, size: int, target_is_zero: bool
+) -> AsyncIterator[Sink]:
+    """A sink for ``size`` bytes, described as for ``open_described_source``."""
+    if "connection_info" in description:
+        info = description["connection_info"]
+        async with open_sink_volume(info, conf, target_is_zero=target_is_zero) as sink:
+            yield sink
+    else:
+        options = _uri_options(description, conf)
+        spec = str(description["uri"])
+        async with open_sink(spec, size=size, target_is_zero=target_is_zero, options=options) as s:
+            yield s
+
+
+def _uri_options(description: Mapping[str, Any], conf: cfg.ConfigOpts) -> EndpointOptions:
+    options = config.endpoint_options(conf)
+    handles = int(description.get("callers_handles", 0))
+    return replace(options, ceph=replace(options.ceph, callers_handles=handles))
+
+
 async def migrate(
-    src_info: Mapping[str, Any],
-    dst_info: Mapping[str, Any],
+    src: Mapping[str, Any],
+    dst: Mapping[str, Any],
     size: int,
     *,
     conf: cfg.ConfigOpts,
     target_is_zero: bool = False,
     progress: Callable[[Progress], None] | None = None,
 ) -> CopyResult:
-    """Copy the first ``size`` bytes of one Cinder volume onto another, in this event loop."""
+    """Copy the first ``size`` bytes of one endpoint onto another, in this event loop."""
     async with (
-        open_source_volume(src_info, conf) as source,
-        open_sink_volume(dst_info, conf, target_is_zero=target_is_zero) as sink,
+        open_described_source(src, conf) as source,
+        open_described_sink(dst, conf, size, target_is_zero) as sink,
     ):
         return await copy(Window(source, size), sink, config.copy_options(conf), progress)
 
@@ -235,7 +272,7 @@ async def migrate(
 
 
 def child_main() -> int:
-    """``python -m asyncopy.cinder``: one copy, asked on stdin, answered in JSON lines."""
+    """``python -m asyncopy.connection``: one copy, asked on stdin, answered in JSON lines."""
     import gc
 
     import trio
@@ -251,8 +288,8 @@ def child_main() -> int:
 
         async def job() -> CopyResult:
             return await migrate(
-                request["src"]["connection_info"],
-                request["dst"]["connection_info"],
+                request["src"],
+                request["dst"],
                 int(request["size"]),
                 conf=conf,
                 target_is_zero=bool(request["target_is_zero"]),

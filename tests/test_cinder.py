@@ -135,3 +135,31 @@ def test_an_eventlet_patched_caller_can_copy(stack: devstack.Stack, ceph: Cluste
     assert answer["result"]["bytes_total"] == SIZE
     assert answer["beats"] > 1  # other green threads ran while the copy was waited for
     assert qemu_identical(ceph.uri(src), ceph.uri(dst))
+
+
+def test_the_blueprint_migration_with_cinders_own_rbd_driver(
+    stack: devstack.Stack, ceph: Cluster, make_loop: MakeLoop
+) -> None:
+    """Ceph -> non-Ceph -> Ceph with Cinder's RBDDriver, in an eventlet-patched process;
+    then the copy_volume drop-in beside Cinder's own copy_volume on RBDVolumeIOWrapper objects."""
+    size = 1 << 30
+    device, _ = make_loop(size, fill=random.Random(4).randbytes(4 * MiB))
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-m", "tests.cinder_flow", stack.ceph_conf, device],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    source, back = ceph.uri(report["source"]), ceph.uri(report["back"])
+    assert qemu_identical(source, device)  # Ceph -> non-Ceph, block for block
+    assert qemu_identical(device, back)  # and back
+    assert report["again"]["bytes_skipped"] > 0  # the driver's new volume reads zeros
+    used = ceph.used(report["source"])
+    assert ceph.used(report["back"]) <= used
+    ours, theirs = report["copy_volume"]["asyncopy"], report["copy_volume"]["cinder"]
+    assert qemu_identical(source, ceph.uri(ours))
+    assert qemu_identical(source, ceph.uri(theirs))
+    assert ceph.used(ours) <= used  # thin stays thin
+    assert ceph.used(theirs) == size  # Cinder's copy_volume writes every byte: thick

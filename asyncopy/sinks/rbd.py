@@ -130,7 +130,7 @@ async def open_rbd_sink(
                         f"destination {spec} is too small: {sink.size} bytes, "
                         f"source is {size} bytes"
                     )
-                await refuse_if_in_use(sink, "destination", others_allowed=0)
+                await refuse_if_in_use(sink, "destination", others_allowed=options.callers_handles)
                 await hold_lock(sink)
                 sink.known_zero = sink.known_zero or await unallocated(sink)
                 yield sink

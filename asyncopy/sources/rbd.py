@@ -31,5 +31,5 @@ async def open_rbd_source(spec: RbdSpec, options: CephOptions) -> AsyncIterator[
     async with connect(spec, options) as ioctx, open_image(ioctx, spec, read_only=True) as image:
         source = RbdSource(str(spec), image, read_only=True)
         if spec.snapshot is None:
-            await refuse_if_in_use(source, "source", others_allowed=0)
+            await refuse_if_in_use(source, "source", others_allowed=options.callers_handles)
         yield source
