@@ -12,34 +12,25 @@ import gc
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
 import trio
+from oslo_config import cfg
 
-from asyncopy import devstack
+from asyncopy import config, devstack
 from asyncopy.api import copy_uri, verify_manifest, verify_uris
-from asyncopy.ceph import DEFAULT_TIMEOUT, CephOptions
-from asyncopy.engine import (
-    DEFAULT_CHUNK_SIZE,
-    DEFAULT_DEPTH,
-    DEFAULT_MAX_INFLIGHT,
-    DEFAULT_SPARSE_SIZE,
-    CopyOptions,
-    CopyResult,
-    Progress,
-)
+from asyncopy.engine import CopyResult, Progress
 from asyncopy.errors import AsyncopyError, CopyFailed, UsageError
-from asyncopy.iscsi import DEFAULT_TIMEOUT as ISCSI_TIMEOUT
-from asyncopy.iscsi import IscsiOptions
 from asyncopy.sinks.rbd import RbdCreate
 from asyncopy.sizes import human, parse_size
 from asyncopy.uri import EndpointOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
-MAX_CEPH_TIMEOUT = 3600.0
+MAX_CEPH_TIMEOUT = float(config.MAX_TIMEOUT)
+_LIBRADOS = "librados' default"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -59,15 +50,19 @@ def _parser() -> argparse.ArgumentParser:
         "dst",
         help="destination: a path, file:PATH, rbd:POOL/IMAGE (created if missing) or iscsi://...",
     )
-    cp.add_argument("--verify", action="store_true", help="re-read DST and compare digests")
+    _config_file(cp)
+    cp.add_argument(
+        "--verify",
+        action=argparse.BooleanOptionalAction,
+        help=_default("re-read DST and compare digests", "verify"),
+    )
     cp.add_argument("--manifest", type=Path, help="write the source's digests to this file")
-    cp.add_argument("--chunk-size", default=str(DEFAULT_CHUNK_SIZE), help="I/O and digest unit")
-    cp.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="chunks in flight")
-    cp.add_argument("--max-inflight", default=str(DEFAULT_MAX_INFLIGHT), help="buffer budget")
+    cp.add_argument("--chunk-size", help=_default("I/O and digest unit", "chunk_size"))
+    cp.add_argument("--depth", type=int, help=_default("chunks in flight", "depth"))
+    cp.add_argument("--max-inflight", help=_default("buffer budget", "max_inflight"))
     cp.add_argument(
         "--sparse-size",
-        default=str(DEFAULT_SPARSE_SIZE),
-        help="zero-detection granularity; 0 writes every byte",
+        help=_default("zero-detection granularity; 0 writes every byte", "sparse_size"),
     )
     cp.add_argument(
         "--target-is-zero",
@@ -77,18 +72,20 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="print one JSON object")
     cp.add_argument("--progress", action="store_true", help="show progress on stderr")
     rbd = cp.add_argument_group("RBD endpoints")
-    rbd.add_argument("--src-conf", help="ceph.conf for an rbd: SRC that names none")
-    rbd.add_argument("--dst-conf", help="ceph.conf for an rbd: DST that names none")
+    rbd.add_argument(
+        "--src-conf",
+        help=_default("ceph.conf for an rbd: SRC that names none", "ceph_conf", _LIBRADOS),
+    )
+    rbd.add_argument(
+        "--dst-conf",
+        help=_default("ceph.conf for an rbd: DST that names none", "ceph_conf", _LIBRADOS),
+    )
     _ceph_timeout(rbd)
     rbd.add_argument("--object-size", help="object size of a created DST image (e.g. 4M)")
     rbd.add_argument("--image-features", help="features of a created DST image, comma-separated")
     rbd.add_argument("--data-pool", help="data pool of a created DST image")
     _iscsi_timeout(cp)
-    cp.add_argument(
-        "--root-helper",
-        default="sudo",
-        help="how os-brick runs commands as root, for brick:CONNECTION_INFO.json endpoints",
-    )
+    _root_helper(cp)
     rbd.add_argument(
         "--keep-on-failure",
         action="store_true",
@@ -98,13 +95,18 @@ def _parser() -> argparse.ArgumentParser:
     vf = commands.add_parser("verify", help="compare A with B, or A with a manifest")
     vf.add_argument("a", help="endpoint to check")
     vf.add_argument("b", nargs="?", help="endpoint to compare with")
+    _config_file(vf)
     vf.add_argument("--manifest", type=Path, help="manifest to check A against")
-    vf.add_argument("--chunk-size", default=str(DEFAULT_CHUNK_SIZE), help="digest unit")
-    vf.add_argument("--depth", type=int, default=DEFAULT_DEPTH, help="chunks in flight")
+    vf.add_argument("--chunk-size", help=_default("digest unit", "chunk_size"))
+    vf.add_argument("--depth", type=int, help=_default("chunks in flight", "depth"))
     vf.add_argument("--json", action="store_true", help="print one JSON object")
-    vf.add_argument("--conf", help="ceph.conf for rbd: endpoints that name none")
+    vf.add_argument(
+        "--conf",
+        help=_default("ceph.conf for rbd: endpoints that name none", "ceph_conf", _LIBRADOS),
+    )
     _ceph_timeout(vf)
     _iscsi_timeout(vf)
+    _root_helper(vf)
 
     ds = commands.add_parser("devstack", help="a private Ceph cluster and iSCSI target")
     ds.add_argument("action", choices=("up", "status", "down"))
@@ -114,12 +116,30 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _default(text: str, option: str, unset: str = "") -> str:
+    """Help for a flag left None when not given, so that ``[asyncopy] option`` fills it."""
+    shown = unset or config.shown_default(option).replace("%", "%%")
+    return f"{text} (default: [{config.GROUP}] {option}, else {shown})"
+
+
+def _config_file(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config-file",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help=f"read [{config.GROUP}] options from PATH (repeatable: later files win; flags win "
+        "over files)",
+    )
+
+
 def _ceph_timeout(parser: argparse._ActionsContainer) -> None:
     parser.add_argument(
         "--ceph-timeout",
         type=float,
-        default=DEFAULT_TIMEOUT,
-        help="seconds before a Ceph connection or operation fails (never a hang)",
+        help=_default(
+            "seconds before a Ceph connection or operation fails (never a hang)", "ceph_timeout"
+        ),
     )
 
 
@@ -127,9 +147,21 @@ def _iscsi_timeout(parser: argparse._ActionsContainer) -> None:
     parser.add_argument(
         "--iscsi-timeout",
         type=int,
-        default=ISCSI_TIMEOUT,
-        help="seconds before an iSCSI login or command fails; CHAP credentials come from the "
-        "URI or LIBISCSI_CHAP_USERNAME / LIBISCSI_CHAP_PASSWORD",
+        help=_default(
+            "seconds before an iSCSI login or command fails; CHAP credentials come from the "
+            "URI or LIBISCSI_CHAP_USERNAME / LIBISCSI_CHAP_PASSWORD",
+            "iscsi_timeout",
+        ),
+    )
+
+
+def _root_helper(parser: argparse._ActionsContainer) -> None:
+    parser.add_argument(
+        "--root-helper",
+        help=_default(
+            "how os-brick runs commands as root, for brick:CONNECTION_INFO.json endpoints",
+            "root_helper",
+        ),
     )
 
 
@@ -152,11 +184,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _copy(args: argparse.Namespace) -> int:
-    options = CopyOptions(
-        chunk_size=parse_size(args.chunk_size, "chunk size"),
+    conf = config.load(args.config_file)
+    options = config.copy_options(
+        conf,
+        chunk_size=_size(args.chunk_size, "chunk size"),
         depth=args.depth,
-        max_inflight_bytes=parse_size(args.max_inflight, "in-flight size"),
-        sparse_size=parse_size(args.sparse_size, "sparse size"),
+        max_inflight_bytes=_size(args.max_inflight, "in-flight size"),
+        sparse_size=_size(args.sparse_size, "sparse size"),
         verify=args.verify,
     )
     job = partial(
@@ -167,8 +201,10 @@ def _copy(args: argparse.Namespace) -> int:
         target_is_zero=args.target_is_zero,
         manifest=args.manifest,
         progress=_show_progress if args.progress else None,
-        src_options=_endpoint_options(args, args.src_conf),
-        dst_options=_endpoint_options(args, args.dst_conf, create=_create_options(args)),
+        src_options=_endpoint_options(args, conf, args.src_conf),
+        dst_options=replace(
+            _endpoint_options(args, conf, args.dst_conf), create=_create_options(args)
+        ),
     )
     result = trio.run(job)
     if args.json:
@@ -181,14 +217,17 @@ def _copy(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     if (args.b is None) == (args.manifest is None):
         raise UsageError("verify takes A B, or --manifest PATH A")
-    chunk_size = parse_size(args.chunk_size, "chunk size")
-    if args.depth <= 0 or chunk_size <= 0:
+    conf = config.load(args.config_file)
+    settings = config.group(conf)
+    chunk_size = _first(_size(args.chunk_size, "chunk size"), settings.chunk_size)
+    depth = _first(args.depth, settings.depth)
+    if depth <= 0 or chunk_size <= 0:
         raise UsageError("chunk size and depth must be positive")
-    options = _endpoint_options(args, args.conf)
+    options = _endpoint_options(args, conf, args.conf)
     if args.manifest is not None:
-        differing = trio.run(verify_manifest, args.manifest, args.a, args.depth, options)
+        differing = trio.run(verify_manifest, args.manifest, args.a, depth, options)
     else:
-        differing = trio.run(verify_uris, args.a, args.b, chunk_size, args.depth, options)
+        differing = trio.run(verify_uris, args.a, args.b, chunk_size, depth, options)
     if args.json:
         ranges = [{"offset": offset, "length": length} for offset, length in differing]
         print(json.dumps({"identical": not differing, "differing": ranges}))
@@ -201,16 +240,28 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _endpoint_options(
-    args: argparse.Namespace, conf: str | None, create: RbdCreate | None = None
+    args: argparse.Namespace, conf: cfg.ConfigOpts, ceph_conf: str | None
 ) -> EndpointOptions:
-    if not 0 < args.ceph_timeout <= MAX_CEPH_TIMEOUT:
+    """``[asyncopy]``'s endpoint options; the flags given win."""
+    if args.ceph_timeout is not None and not 0 < args.ceph_timeout <= MAX_CEPH_TIMEOUT:
         raise UsageError(f"--ceph-timeout must be more than 0 and at most {MAX_CEPH_TIMEOUT}")
-    if not 0 < args.iscsi_timeout <= MAX_CEPH_TIMEOUT:
+    if args.iscsi_timeout is not None and not 0 < args.iscsi_timeout <= MAX_CEPH_TIMEOUT:
         raise UsageError(f"--iscsi-timeout must be more than 0 and at most {MAX_CEPH_TIMEOUT:.0f}")
-    ceph = CephOptions(timeout=args.ceph_timeout, conf=conf)
-    iscsi = IscsiOptions(timeout=args.iscsi_timeout)
-    helper = getattr(args, "root_helper", "sudo")
-    return EndpointOptions(ceph=ceph, create=create or RbdCreate(), iscsi=iscsi, root_helper=helper)
+    return config.endpoint_options(
+        conf,
+        ceph_conf,
+        ceph_timeout=args.ceph_timeout,
+        iscsi_timeout=args.iscsi_timeout,
+        root_helper=args.root_helper,
+    )
+
+
+def _size(text: str | None, what: str) -> int | None:
+    return None if text is None else parse_size(text, what)
+
+
+def _first(given: int | None, configured: int) -> int:
+    return configured if given is None else given
 
 
 def _create_options(args: argparse.Namespace) -> RbdCreate:

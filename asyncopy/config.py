@@ -1,49 +1,103 @@
 """asyncopy's settings as oslo.config options, in an ``[asyncopy]`` group.
 
 Cinder (or any oslo.config user) registers them with ``register_opts(conf)``; the command line
-reads the same options from ``--config-file`` files, and its flags win. ``list_opts`` feeds
-``oslo-config-generator --namespace asyncopy``; ``etc/asyncopy.conf.sample`` is its output.
+reads the same options from its ``--config-file`` files, and its flags win. ``list_opts`` is
+the ``oslo.config.opts`` entry point ``asyncopy``: ``oslo-config-generator --namespace
+asyncopy`` writes ``etc/asyncopy.conf.sample``, and tests/test_config.py fails when that file
+is stale.
+
+Every default is read from the engine's and the endpoints' own defaults (``CopyOptions()``,
+``EndpointOptions()``), so the library, the command line and the sample cannot drift apart.
+oslo.config converts a value only when it is read; ``group`` reads them all at once, so a bad
+value is one ``UsageError`` naming the option (and ``load`` names the file), raised before
+anything is opened.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from oslo_config import cfg
+from oslo_config import cfg, types
 
-from asyncopy.ceph import DEFAULT_TIMEOUT as CEPH_TIMEOUT
 from asyncopy.ceph import CephOptions
-from asyncopy.engine import DEFAULT_DEPTH, CopyOptions
+from asyncopy.engine import CopyOptions
 from asyncopy.errors import UsageError
-from asyncopy.iscsi import DEFAULT_TIMEOUT as ISCSI_TIMEOUT
 from asyncopy.iscsi import IscsiOptions
 from asyncopy.sizes import parse_size
 from asyncopy.uri import EndpointOptions
 
 GROUP = "asyncopy"
+MAX_TIMEOUT = 3600  # seconds, for Ceph and iSCSI alike
+
+_COPY = CopyOptions()
+_ENDPOINT = EndpointOptions()
+_T = TypeVar("_T")
+_AT_LINE = re.compile(r"^at .*:(\d+), ")
+_UNITS = (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10))
 
 
-OPTS = [
-    cfg.StrOpt(
+class Size(types.ConfigType):
+    """Bytes as operators type them: 4096, 64K, 4M (binary multiples, as qemu-img)."""
+
+    def __init__(self) -> None:
+        super().__init__(type_name="size value")
+
+    def __call__(self, value: Any) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except UsageError:
+            raise ValueError(
+                f"{value!r} is not a size (a number with an optional K, M, G or T)"
+            ) from None
+
+    def _formatter(self, value: Any) -> str:
+        return _size_text(int(value))
+
+
+def _size_text(size: int) -> str:
+    """``size`` bytes in the largest unit that holds it exactly: 4M, 64K, 3000."""
+    for suffix, unit in _UNITS:
+        if size and size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
+OPTS: list[cfg.Opt] = [
+    cfg.Opt(
         "chunk_size",
-        default="4M",
-        help="Unit of I/O and of digests (K, M, G suffixes, binary).",
+        type=Size(),
+        default=_COPY.chunk_size,
+        help="Unit of I/O and of digests. Sizes take K, M, G or T (binary multiples, as qemu-img).",
     ),
-    cfg.IntOpt("depth", default=DEFAULT_DEPTH, min=1, help="Chunks in flight at most."),
-    cfg.StrOpt(
+    cfg.IntOpt(
+        "depth",
+        default=_COPY.depth,
+        min=1,
+        help="Chunks in flight at most.",
+    ),
+    cfg.Opt(
         "max_inflight",
-        default="64M",
-        help="Buffer budget: at most min(depth, max_inflight / chunk_size) chunks are held.",
+        type=Size(),
+        default=_COPY.max_inflight_bytes,
+        help="Buffer budget: at most min(depth, max_inflight / chunk_size) chunks are held "
+        "at once. At least chunk_size.",
     ),
-    cfg.StrOpt(
+    cfg.Opt(
         "sparse_size",
-        default="4K",
-        help="Zero-detection unit, as qemu-img convert -S; 0 writes every byte.",
+        type=Size(),
+        default=_COPY.sparse_size,
+        help="Zero-detection unit, as qemu-img convert -S: aligned runs of zeros this long "
+        "are skipped on a destination known to read zeros and zeroed on any other; 0 writes "
+        "every byte. Must divide chunk_size.",
     ),
     cfg.BoolOpt(
         "verify",
-        default=False,
+        default=_COPY.verify,
         help="Re-read the destination after the copy and compare every chunk's xxh3-128 "
         "digest with the source's; a mismatch fails the copy.",
     ),
@@ -56,27 +110,50 @@ OPTS = [
         ],
         help="How an iSCSI connection_info is opened.",
     ),
+    cfg.StrOpt(
+        "ceph_conf",
+        default=_ENDPOINT.ceph.conf,
+        help="ceph.conf for an rbd: URI that names none (a command line flag wins); unset: "
+        "librados' default. An rbd connection_info names its monitors and needs none.",
+    ),
     cfg.FloatOpt(
         "ceph_timeout",
-        default=CEPH_TIMEOUT,
+        default=_ENDPOINT.ceph.timeout,
         min=1,
-        max=3600,
+        max=MAX_TIMEOUT,
         help="Seconds before a Ceph connection or operation fails (a stopped or full "
-        "cluster is an error, never a hang).",
+        "cluster is an error, never a hang). Sets rados_osd_op_timeout, "
+        "rados_mon_op_timeout and client_mount_timeout.",
     ),
     cfg.IntOpt(
         "iscsi_timeout",
-        default=ISCSI_TIMEOUT,
+        default=_ENDPOINT.iscsi.timeout,
         min=1,
-        max=3600,
+        max=MAX_TIMEOUT,
         help="Seconds before an iSCSI login or command of the user-space initiator fails.",
     ),
     cfg.StrOpt(
         "root_helper",
-        default="sudo",
+        default=_ENDPOINT.root_helper,
         help="How os-brick runs commands as root (cinder-volume uses its rootwrap).",
     ),
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The ``[asyncopy]`` group's values, converted and checked; sizes in bytes."""
+
+    chunk_size: int
+    depth: int
+    max_inflight: int
+    sparse_size: int
+    verify: bool
+    iscsi_transport: str
+    ceph_conf: str | None
+    ceph_timeout: float
+    iscsi_timeout: int
+    root_helper: str
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
@@ -88,48 +165,128 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(OPTS, group=GROUP)
 
 
-def load(files: list[str]) -> cfg.ConfigOpts:
-    """A private ConfigOpts with asyncopy's options read from ``files``; bad input is a
-    UsageError."""
-    conf = cfg.ConfigOpts()
-    register_opts(conf)
-    try:
-        conf([], project="asyncopy", default_config_files=files, use_env=False)
-    except (cfg.Error, ValueError) as exc:
-        raise UsageError(f"configuration: {_one_line(exc)}") from exc
+def shown_default(name: str) -> str:
+    """An option's default as the sample shows it (``4M``, ``16``, ``false``)."""
+    opt = next(opt for opt in OPTS if opt.dest == name)
+    return str(opt.type.format_defaults(opt.default)[0])
+
+
+def load(files: Sequence[str]) -> cfg.ConfigOpts:
+    """A private ConfigOpts with asyncopy's options read from ``files`` (later files win).
+
+    Only these files are read: no ``/etc/asyncopy`` search, no environment.
+
+    Raises:
+        UsageError: a file is missing, unreadable or unparsable, or holds a bad value; the
+            message names the file.
+    """
+    for path in files:  # each file alone, so that an error names its file
+        try:
+            group(_read([path]))
+        except UsageError as exc:
+            raise UsageError(f"configuration file {path}: {exc}") from exc
+    conf = _read(files)
+    group(conf)
     return conf
 
 
-def copy_options(conf: cfg.ConfigOpts, **overrides: Any) -> CopyOptions:
-    """The engine's options from ``[asyncopy]``; keyword arguments that are not None win."""
+def _read(files: Sequence[str]) -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    try:
+        conf(
+            [],
+            project=GROUP,
+            default_config_files=list(files),
+            default_config_dirs=[],
+            use_env=False,
+        )
+    except cfg.ConfigFilesNotFoundError as exc:
+        raise UsageError("not found") from exc
+    except cfg.ConfigFilesPermissionDeniedError as exc:
+        raise UsageError("permission denied") from exc
+    except cfg.ConfigFileParseError as exc:  # "at PATH:LINE, what"
+        raise UsageError(
+            _one_line(_AT_LINE.sub(r"line \1: ", exc.msg or str(exc), count=1))
+        ) from exc
+    except OSError as exc:
+        raise UsageError(exc.strerror or _one_line(exc)) from exc
+    except (cfg.Error, ValueError) as exc:
+        raise UsageError(_one_line(exc)) from exc
+    return conf
+
+
+def group(conf: cfg.ConfigOpts) -> Settings:
+    """The ``[asyncopy]`` group's values, every one converted and checked.
+
+    Raises:
+        UsageError: a value is bad (or the options are not registered); names the option.
+    """
+    values: dict[str, Any] = {}
+    for opt in OPTS:
+        try:
+            values[opt.dest] = conf[GROUP][opt.dest]
+        except (cfg.Error, ValueError) as exc:
+            raise UsageError(f"[{GROUP}] {opt.dest}: {_reason(exc)}") from exc
+    return Settings(**values)
+
+
+def copy_options(
+    conf: cfg.ConfigOpts,
+    *,
+    chunk_size: int | None = None,
+    depth: int | None = None,
+    max_inflight_bytes: int | None = None,
+    sparse_size: int | None = None,
+    verify: bool | None = None,
+) -> CopyOptions:
+    """The engine's options from ``[asyncopy]``; keyword arguments that are not None win.
+
+    Raises:
+        UsageError: a bad value, or values that do not fit together (checked once merged).
+    """
     values = group(conf)
-    options = CopyOptions(
-        chunk_size=parse_size(values.chunk_size, "chunk size"),
-        depth=values.depth,
-        max_inflight_bytes=parse_size(values.max_inflight, "in-flight size"),
-        sparse_size=parse_size(values.sparse_size, "sparse size"),
-        verify=values.verify,
+    return CopyOptions(
+        chunk_size=_first(chunk_size, values.chunk_size),
+        depth=_first(depth, values.depth),
+        max_inflight_bytes=_first(max_inflight_bytes, values.max_inflight),
+        sparse_size=_first(sparse_size, values.sparse_size),
+        verify=_first(verify, values.verify),
     )
-    given = {key: value for key, value in overrides.items() if value is not None}
-    return replace(options, **given) if given else options
 
 
-def endpoint_options(conf: cfg.ConfigOpts, ceph_conf: str | None = None) -> EndpointOptions:
+def endpoint_options(
+    conf: cfg.ConfigOpts,
+    ceph_conf: str | None = None,
+    *,
+    ceph_timeout: float | None = None,
+    iscsi_timeout: int | None = None,
+    root_helper: str | None = None,
+) -> EndpointOptions:
+    """What opening a URI may need, from ``[asyncopy]``; arguments that are not None win."""
     values = group(conf)
     return EndpointOptions(
-        ceph=CephOptions(timeout=values.ceph_timeout, conf=ceph_conf),
-        iscsi=IscsiOptions(timeout=values.iscsi_timeout),
-        root_helper=values.root_helper,
+        ceph=CephOptions(
+            timeout=_first(ceph_timeout, values.ceph_timeout),
+            conf=_first(ceph_conf, values.ceph_conf),
+        ),
+        iscsi=IscsiOptions(timeout=_first(iscsi_timeout, values.iscsi_timeout)),
+        root_helper=_first(root_helper, values.root_helper),
     )
 
 
-def group(conf: cfg.ConfigOpts) -> Any:
-    """The ``[asyncopy]`` group's values; a bad value is a UsageError."""
-    try:
-        return conf[GROUP]
-    except (cfg.Error, ValueError) as exc:
-        raise UsageError(f"configuration [{GROUP}]: {_one_line(exc)}") from exc
+def _first(given: _T | None, configured: _T) -> _T:
+    return configured if given is None else given
 
 
-def _one_line(exc: BaseException) -> str:
+def _reason(exc: BaseException) -> str:
+    """What was wrong with a value, without oslo.config's "Value for option ... from
+    LocationInfo(...) is not valid:" wrapper (the original error is its context)."""
+    inner = exc.__cause__ or exc.__context__
+    if isinstance(exc, cfg.ConfigSourceValueError) and isinstance(inner, ValueError):
+        return _one_line(inner)
+    return _one_line(exc)
+
+
+def _one_line(exc: BaseException | str) -> str:
     return " ".join(str(exc).split())
