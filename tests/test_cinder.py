@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,10 @@ import pytest
 
 from asyncopy import devstack
 from asyncopy.cinder import copy_volume_data
-from asyncopy.errors import CopyFailed
+from asyncopy.connection import open_volume
+from asyncopy.engine import CopyOptions, copy
+from asyncopy.errors import CopyFailed, UsageError
+from asyncopy.sinks.rbd import RbdSink
 from tests.cephtools import Cluster, MiB, qemu_identical
 from tests.conftest import MakeLoop, MakeLun
 
@@ -163,3 +168,35 @@ def test_the_blueprint_migration_with_cinders_own_rbd_driver(
     assert qemu_identical(source, ceph.uri(theirs))
     assert ceph.used(ours) <= used  # thin stays thin
     assert ceph.used(theirs) == size  # Cinder's copy_volume writes every byte: thick
+
+
+async def test_open_volume_reads_and_writes_rbd_from_the_dict(
+    stack: devstack.Stack, ceph: Cluster
+) -> None:
+    src, dst = ceph.name("volume"), ceph.name("volume")
+    content = ceph.create(src, SIZE, LAYOUT)
+    ceph.create(dst, SIZE, [(0, SIZE)], seed=9)  # dirty: must end equal
+    with_keyring = rbd_info(stack, src)
+    with_keyring["data"]["keyring"] = (
+        "[client.admin]\n\tkey = AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\n"
+    )
+    before = keyrings()
+    async with (
+        open_volume(with_keyring, read_only=True) as source,
+        open_volume(rbd_info(stack, dst), read_only=False) as sink,
+    ):
+        assert source.size == SIZE
+        assert isinstance(sink, RbdSink)
+        assert not sink.known_zero
+        result = await copy(source, sink, CopyOptions(verify=True))
+    assert result.verified
+    assert ceph.read(dst) == content
+    assert keyrings() == before  # the keyring's private file is gone
+    with pytest.raises(UsageError, match="no such image"):
+        async with open_volume(rbd_info(stack, "nope"), read_only=False):
+            pass
+    assert not ceph.exists("nope")  # a destination is never created
+
+
+def keyrings() -> set[str]:
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("asyncopy-k")}
