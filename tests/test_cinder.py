@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 
 from asyncopy import devstack
-from asyncopy.cinder import copy_volume_data
+from asyncopy.cinder import copy_volume, copy_volume_data
 from asyncopy.connection import open_volume
 from asyncopy.engine import CopyOptions, copy
 from asyncopy.errors import CopyFailed, UsageError
 from asyncopy.sinks.rbd import RbdSink
 from tests.cephtools import Cluster, MiB, qemu_identical
-from tests.conftest import MakeLoop, MakeLun
+from tests.conftest import MakeLoop, MakeLun, write_pattern
 
 OBJ = 4 * MiB
 LAYOUT = [(0, 4096), (OBJ, OBJ), (5 * OBJ + 12345, 100), (8 * OBJ - 512, 512)]
@@ -200,3 +200,16 @@ async def test_open_volume_reads_and_writes_rbd_from_the_dict(
 
 def keyrings() -> set[str]:
     return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("asyncopy-k")}
+
+
+def test_copy_volume_takes_paths_and_file_objects(tmp_path: Path, make_loop: MakeLoop) -> None:
+    src = tmp_path / "volume.img"
+    content = write_pattern(src, 16 * MiB, [(0, 4096), (5 * MiB, MiB), (16 * MiB - 512, 512)])
+    device, backing = make_loop(16 * MiB, fill=random.Random(6).randbytes(16 * MiB))
+    copy_volume(str(src), device, 16, "1M")
+    assert backing.read_bytes() == content
+    with open(src, "rb") as handle:
+        copy_volume(handle, str(tmp_path / "copy.img"), 8, "1M", sparse=True)
+    assert (tmp_path / "copy.img").read_bytes() == content[: 8 * MiB]
+    with pytest.raises(CopyFailed, match="not a path or RBD image"):
+        copy_volume(object(), device, 16, "1M")
