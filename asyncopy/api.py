@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
+import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -15,6 +19,8 @@ from asyncopy.engine import CopyOptions, CopyResult, ProgressCallback, copy
 from asyncopy.errors import CopyFailed, UsageError
 from asyncopy.uri import EndpointOptions, check, open_sink, open_source
 from asyncopy.verify import Manifest, check_manifest, compare
+
+T = TypeVar("T")
 
 
 async def copy_uri(
@@ -79,7 +85,40 @@ def copy_sync(
         src_options=src_options,
         dst_options=dst_options,
     )
-    return trio.run(job)
+    return run_interruptibly(job)
+
+
+def run_interruptibly(job: Callable[[], Awaitable[T]]) -> T:
+    """``trio.run(job)``; Ctrl-C cancels the job, then raises KeyboardInterrupt.
+
+    A cancellation lets endpoints close as designed: shielded waits for requests already
+    sent to librbd or to an iSCSI target run to their end. trio's own KeyboardInterrupt is
+    raised in whatever code runs when the signal comes and breaks through shields: it was
+    seen to stop an iSCSI session's pump for good (the copy never ends) and to close an RBD
+    image with a request in flight (a hang, or heap corruption at exit). Off the main thread
+    signals cannot be caught, and this is plain ``trio.run``.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return trio.run(job)
+
+    async def interruptible() -> T:
+        with trio.open_signal_receiver(signal.SIGINT) as signals, trio.CancelScope() as scope:
+            watching = trio.CancelScope()
+
+            async def watch() -> None:
+                with watching:
+                    if not watching.cancel_called:  # the job may be over before this starts
+                        async for _ in signals:
+                            scope.cancel()
+
+            trio.lowlevel.spawn_system_task(watch)
+            try:
+                return await job()
+            finally:
+                watching.cancel()
+        raise KeyboardInterrupt  # only Ctrl-C cancels this scope
+
+    return trio.run(interruptible)
 
 
 async def verify_uris(

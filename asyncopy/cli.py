@@ -17,11 +17,10 @@ from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
-import trio
 from oslo_config import cfg
 
 from asyncopy import config, devstack
-from asyncopy.api import copy_uri, verify_manifest, verify_uris
+from asyncopy.api import copy_uri, run_interruptibly, verify_manifest, verify_uris
 from asyncopy.engine import CopyResult, Progress
 from asyncopy.errors import AsyncopyError, CopyFailed, UsageError
 from asyncopy.sinks.rbd import RbdCreate
@@ -206,7 +205,7 @@ def _copy(args: argparse.Namespace) -> int:
             _endpoint_options(args, conf, args.dst_conf), create=_create_options(args)
         ),
     )
-    result = trio.run(job)
+    result = run_interruptibly(job)
     if args.json:
         print(json.dumps(result.summary()))
     else:
@@ -225,9 +224,13 @@ def _verify(args: argparse.Namespace) -> int:
         raise UsageError("chunk size and depth must be positive")
     options = _endpoint_options(args, conf, args.conf)
     if args.manifest is not None:
-        differing = trio.run(verify_manifest, args.manifest, args.a, depth, options)
+        differing = run_interruptibly(
+            partial(verify_manifest, args.manifest, args.a, depth, options)
+        )
     else:
-        differing = trio.run(verify_uris, args.a, args.b, chunk_size, depth, options)
+        differing = run_interruptibly(
+            partial(verify_uris, args.a, args.b, chunk_size, depth, options)
+        )
     if args.json:
         ranges = [{"offset": offset, "length": length} for offset, length in differing]
         print(json.dumps({"identical": not differing, "differing": ranges}))

@@ -24,6 +24,7 @@ from typing import Any
 from oslo_config import cfg
 
 from asyncopy import config
+from asyncopy.api import run_interruptibly
 from asyncopy.brick import open_brick_sink, open_brick_source
 from asyncopy.ceph import CephOptions, RbdSpec
 from asyncopy.endpoint import Extent, Sink, Volume
@@ -275,8 +276,6 @@ def child_main() -> int:
     """``python -m asyncopy.connection``: one copy, asked on stdin, answered in JSON lines."""
     import gc
 
-    import trio
-
     gc.freeze()  # see asyncopy.cli.run
     try:
         request = json.loads(sys.stdin.read())
@@ -296,7 +295,7 @@ def child_main() -> int:
                 progress=report,
             )
 
-        result = trio.run(job)
+        result = run_interruptibly(job)
     except (UsageError, CopyFailed) as exc:
         print(" ".join([str(exc), *getattr(exc, "__notes__", [])]), file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1

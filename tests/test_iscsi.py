@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import random
 import re
+import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -287,3 +289,28 @@ async def test_a_target_that_stops_answering_fails_in_bounded_time(
 async def copy_to_memory(url: str, options: EndpointOptions) -> None:
     async with open_source(url, options) as source:
         await copy(source, MemoryVolume(bytes(source.size)), CopyOptions(chunk_size=MiB))
+
+
+def test_ctrl_c_during_a_copy_cancels_it_cleanly(
+    stack: devstack.Stack, tmp_path: Path, make_lun: MakeLun
+) -> None:
+    """SIGINT becomes a cancellation: requests in flight end, the session logs out, exit 130."""
+    size = 512 * MiB
+    src = tmp_path / "src.img"
+    block = dirt(4 * MiB, seed=11)
+    with open(src, "wb") as out:
+        for _ in range(size // len(block)):
+            out.write(block)
+    lun = make_lun(size)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "asyncopy", "copy", str(src), lun.url, "--verify", "--progress"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stderr is not None
+    child.stderr.read(1)  # the first progress report: the copy is under way
+    child.send_signal(signal.SIGINT)
+    _, errors = child.communicate(timeout=60)
+    assert child.returncode == 130, errors
+    assert errors.strip().endswith("asyncopy: error: interrupted")
+    assert connections(stack, lun) == ""
