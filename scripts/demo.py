@@ -1,9 +1,21 @@
-"""The demo: a sparse image copied to a loop device and back, and through Ceph RBD to a file
-and back, every copy verified, with a table.
+"""The demo: a sparse Cinder volume migrated RBD -> iSCSI LUN -> RBD, and RBD -> a device
+attached through os-brick -> RBD, every copy verified, with a table.
 
-Everything lives in a temporary directory: the loop devices are detached and the private
-dev stack (a single-node Ceph cluster on loopback) is stopped at the end, also when
-interrupted.
+1. Boot the dev stack (a single-node Ceph cluster with a memstore OSD of 3 x the volume size
+   plus 256 MiB, and tgtd) on loopback, all of it in a temporary directory.
+2. Make the source: a sparse file (``--size``, default 1 GiB) with 50% of its 4 MiB blocks
+   written with random bytes, scattered, copied into a new RBD volume (which stays thin).
+3. Copy, each with ``CopyOptions(verify=True)`` (the destination is re-read and checked):
+   the RBD volume to a new thin tgtd LUN, the LUN to a new RBD volume; then the volume to a
+   loop device attached through os-brick's LOCAL connector from a ``brick:conn.json``
+   ``connection_info`` (the device is prefilled with non-zero bytes: it is not known to read
+   zeros, so holes must be zeroed), and that device to another new RBD volume.
+4. Print a row per copy, then compare the original volume with each final one as ``asyncopy
+   verify`` does; exit 1 if any differs.
+
+Every resource is an ExitStack callback (loop device detached, LUN removed, dev stack stopped,
+directory removed), run at the end, after an error (one line, exit 2) and after Ctrl-C
+(exit 130); a second Ctrl-C does not stop the teardown.
 """
 
 from __future__ import annotations
@@ -11,111 +23,133 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
-
-import trio
+from typing import TypeVar
 
 from asyncopy import devstack
-from asyncopy.api import copy_sync, verify_uris
+from asyncopy.api import copy_uri, verify_uris
+from asyncopy.api import run_interruptibly as run
 from asyncopy.engine import CopyOptions, CopyResult
-from asyncopy.errors import AsyncopyError
+from asyncopy.errors import AsyncopyError, UsageError
 from asyncopy.loopdev import loop_device
 from asyncopy.sizes import human, parse_size
 from asyncopy.testing import make_sparse_image
 
-
-def allocated(path: str) -> str:
-    if path.startswith("rbd:"):
-        return human(rbd_used(path))
-    if path.startswith("/dev/"):
-        return "device"
-    return human(os.stat(path).st_blocks * 512)
-
-
-def rbd_used(uri: str) -> int:
-    """``rbd du``'s used bytes of an ``rbd:POOL/IMAGE:conf=PATH`` image."""
-    image, _, conf = uri.removeprefix("rbd:").partition(":conf=")
-    done = subprocess.run(
-        ["rbd", "-c", conf, "du", image, "--format", "json"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
-    return int(json.loads(done.stdout)["images"][0]["used_size"])
-
-
-def row(step: str, dst: str, result: CopyResult) -> str:
-    rate = result.bytes_total / result.seconds
-    handled = f"{human(result.bytes_skipped)} / {human(result.bytes_zeroed)}"
-    return (
-        f"| {step} | {human(result.bytes_total)} | {allocated(dst)} | {result.seconds:.2f} s "
-        f"| {human(rate)}/s | {handled} | {'yes' if result.verified else 'no'} |"
-    )
+MIB = 1 << 20
+T = TypeVar("T")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", default="1G", help="image size (default 1G)")
-    args = parser.parse_args()
-    size = parse_size(args.size)
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n\n")[0])
+    parser.add_argument("--size", default="1G", help="volume size (default 1G)")
+    size = parse_size(parser.parse_args().size)
+    if size <= 0 or size % MIB:
+        raise UsageError(f"--size {size}: must be a positive multiple of 1M")
+    with ExitStack() as cleanup:
+        try:
+            return demo(cleanup, size)
+        finally:  # the teardown runs to its end, whatever the keyboard says
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def demo(cleanup: ExitStack, size: int) -> int:
     options = CopyOptions(verify=True)
-    with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="asyncopy-demo-")))
-        image, back = work / "volume.img", work / "back.img"
-        data = make_sparse_image(str(image), size, 0.5)
-        print(f"built {image.name}: {human(size)}, {human(data)} of data in 4 MiB blocks")
-        backing = work / "device.img"
-        with open(backing, "wb") as out:  # a device that is not known to read zeros
-            out.truncate(size)
-            out.write(b"\xa5" * min(size, 64 << 20))
-        device = stack.enter_context(loop_device(backing))
-        print(f"attached {device}")
-        ceph = devstack.up(work / "stack", osd_bytes=3 * size + (256 << 20), iscsi=False)
-        stack.callback(devstack.down, work / "stack")
-        print(f"booted a single-node Ceph cluster on {ceph.mon_host}")
-        volume, volume_back = (
-            f"rbd:{ceph.pool}/{name}:conf={ceph.ceph_conf}" for name in ("volume", "volume-back")
+    work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="asyncopy-demo-")))
+    cleanup.callback(devstack.down, work / "stack")
+    stack = devstack.up(work / "stack", osd_bytes=3 * size + 256 * MIB)
+    print(f"dev stack up: Ceph on {stack.mon_host}, tgtd on {stack.iscsi_portal}", flush=True)
+
+    def rbd(name: str) -> str:
+        return f"rbd:{stack.pool}/{name}:conf={stack.ceph_conf}"
+
+    image = work / "volume.img"
+    data = make_sparse_image(str(image), size, 0.5)
+    run(partial(copy_uri, str(image), rbd("volume"), options))
+    image.unlink()
+    print(f"rbd/volume: {human(size)}, {human(data)} of random data in scattered 4 MiB objects")
+
+    lun = devstack.add_lun(stack, "volume", size)
+    cleanup.callback(remove_lun, stack, lun)
+    backing = work / "device.img"
+    with open(backing, "wb") as out:  # stale bytes: the device does not read zeros
+        for _ in range(size // MIB):
+            out.write(b"\xa5" * MIB)
+    device = cleanup.enter_context(loop_device(backing))
+    conn = work / "conn.json"
+    conn.write_text(json.dumps({"driver_volume_type": "local", "data": {"device_path": device}}))
+    brick = f"brick:{conn}"
+
+    steps = [
+        ("RBD -> iSCSI LUN", rbd("volume"), lun.url, lun.backing),
+        ("iSCSI LUN -> new RBD", lun.url, rbd("volume-via-iscsi"), None),
+        (f"RBD -> {device} (os-brick)", rbd("volume"), brick, "device"),
+        (f"{device} (os-brick) -> new RBD", brick, rbd("volume-via-brick"), None),
+    ]
+    print("\n| step | size | dst allocated | time | throughput | skipped / zeroed | verified |")
+    print("|---|---|---|---|---|---|---|")
+    for step, src, dst, where in steps:
+        result = run(partial(copy_uri, src, dst, options))
+        print(row(step, result, allocated(dst, where, stack.ceph_conf)), flush=True)
+
+    print("\nasyncopy verify:")
+    differing = False
+    for name in ("volume-via-iscsi", "volume-via-brick"):
+        ranges = run(
+            partial(verify_uris, rbd("volume"), rbd(name), options.chunk_size, options.workers)
         )
-        from_rbd = work / "from-rbd.img"
-        steps = [
-            ("file -> loop device", str(image), device),
-            ("loop device -> new file", device, str(back)),
-            ("file -> new RBD image", str(image), volume),
-            ("RBD image -> new file", volume, str(from_rbd)),
-            ("file -> new RBD image", str(from_rbd), volume_back),
-        ]
-        print("\n| step | size | dst allocated | time | throughput | skipped / zeroed | verified |")
-        print("|---|---|---|---|---|---|---|")
-        for step, src, dst in steps:
-            print(row(step, dst, copy_sync(src, dst, options)), flush=True)
-        print(f"\nsource allocated {allocated(str(image))}; asyncopy verify:")
-        differing = False
-        for a, b in [(str(image), str(back)), (volume, volume_back)]:
-            ranges = trio.run(verify_uris, a, b, options.chunk_size, 8)
-            differing = differing or bool(ranges)
-            shown = "identical" if not ranges else f"DIFFERENT at {ranges}"
-            print(f"  {short(a)} vs {short(b)}: {shown}")
+        differing = differing or bool(ranges)
+        print(f"  rbd/volume vs rbd/{name}: {'DIFFERENT' if ranges else 'identical'}")
     return 1 if differing else 0
 
 
-def short(spec: str) -> str:
-    """An endpoint as the table shows it: an image name or a file name."""
-    if spec.startswith("rbd:"):
-        return spec.partition(":conf=")[0]
-    return Path(spec).name
+def remove_lun(stack: devstack.Stack, lun: devstack.Lun, patience: float = 10.0) -> None:
+    """``devstack.remove_lun``, retried: after an interrupted copy, tgtd refuses to delete a
+    LUN ("still active") until the commands already sent to it have completed."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return devstack.remove_lun(stack, lun)
+        except devstack.DevstackError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def allocated(dst: str, where: str | None, conf: str) -> str:
+    """``rbd du`` of an RBD image, a LUN's backing file's blocks, or "device"."""
+    if where == "device":
+        return where
+    if where is not None:
+        return human(os.stat(where).st_blocks * 512)
+    image = dst.removeprefix("rbd:").partition(":")[0]
+    du = ["rbd", "-c", conf, "du", image, "--format", "json"]
+    done = subprocess.run(du, capture_output=True, text=True, check=True, timeout=60)
+    return human(int(json.loads(done.stdout)["images"][0]["used_size"]))
+
+
+def row(step: str, result: CopyResult, used: str) -> str:
+    rate = human(result.bytes_total / result.seconds)
+    handled = f"{human(result.bytes_skipped)} / {human(result.bytes_zeroed)}"
+    verified = "yes" if result.verified else "no"
+    return (
+        f"| {step} | {human(result.bytes_total)} | {used} | {result.seconds:.2f} s "
+        f"| {rate}/s | {handled} | {verified} |"
+    )
 
 
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except AsyncopyError as exc:
-        print(f"demo: error: {exc}", file=sys.stderr)
-        sys.exit(2)
     except KeyboardInterrupt:
         print("demo: interrupted; cleaned up", file=sys.stderr)
         sys.exit(130)
+    except (AsyncopyError, OSError, subprocess.SubprocessError) as exc:
+        print(f"demo: error: {' / '.join(str(exc).splitlines())}", file=sys.stderr)
+        sys.exit(2)
