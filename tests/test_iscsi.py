@@ -314,3 +314,21 @@ def test_ctrl_c_during_a_copy_cancels_it_cleanly(
     assert child.returncode == 130, errors
     assert errors.strip().endswith("asyncopy: error: interrupted")
     assert connections(stack, lun) == ""
+
+
+def test_a_thick_lun_has_no_map_and_is_zeroed_by_writing(tmp_path: Path, make_lun: MakeLun) -> None:
+    """Without LBPME there is no allocation map (all data) and no UNMAP: zero runs are
+    written as zeros (WRITE SAME without the UNMAP bit)."""
+    size, data_at = SCATTERED
+    src = tmp_path / "src.img"
+    content = write_pattern(src, size, data_at)
+    lun = make_lun(size, fill=dirt(size), thin=False)
+
+    there = copy_sync(str(src), lun.url, CopyOptions(verify=True))
+    assert there.bytes_zeroed == size - 8 * OBJ
+    assert Path(lun.backing).read_bytes() == content
+
+    back = copy_sync(lun.url, str(tmp_path / "back.img"))
+    assert back.bytes_read == size  # no map: everything is read, zeros found by scanning
+    assert back.bytes_skipped == size - 8 * OBJ
+    assert (tmp_path / "back.img").read_bytes() == content
