@@ -31,7 +31,6 @@ import time
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
 
 from asyncopy import devstack
 from asyncopy.api import copy_uri, verify_uris
@@ -43,7 +42,6 @@ from asyncopy.sizes import human, parse_size
 from asyncopy.testing import make_sparse_image
 
 MIB = 1 << 20
-T = TypeVar("T")
 
 
 def main() -> int:
