@@ -113,10 +113,12 @@ def run_interruptibly(job: Callable[[], Awaitable[T]]) -> T:
 
             trio.lowlevel.spawn_system_task(watch)
             try:
-                return await job()
+                result = await job()
             finally:
                 watching.cancel()
-        raise KeyboardInterrupt  # only Ctrl-C cancels this scope
+        if scope.cancel_called:  # only Ctrl-C cancels this scope, even if the job then ended
+            raise KeyboardInterrupt
+        return result
 
     return trio.run(interruptible)
 

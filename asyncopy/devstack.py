@@ -180,6 +180,12 @@ def stop(stack: Stack) -> None:
             _shut_tgtd(stack)
         if not _stop_daemon(daemon):
             stuck.append(f"{daemon.name} (pid {daemon.pid})")
+        elif daemon.name == "tgtd" and stack.tgt_control_port is not None:
+            for leftover in (
+                f"socket.{stack.tgt_control_port}",
+                f"socket.{stack.tgt_control_port}.lock",
+            ):
+                Path("/run/tgtd", leftover).unlink(missing_ok=True)  # tgtd leaves them behind
     if stuck:
         raise DevstackError(f"could not stop {', '.join(stuck)}")
 

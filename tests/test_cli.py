@@ -90,3 +90,24 @@ def test_copy_to_a_loop_device_with_4k_sectors(tmp_path: Path, make_loop: MakeLo
     assert done.returncode == 0, done.stderr
     assert backing.read_bytes()[: len(image)] == image
     assert run("verify", str(src), device).returncode == 0  # the rest of the device reads zeros
+
+
+def test_ctrl_c_is_never_lost_even_when_the_job_then_ends() -> None:
+    """A Ctrl-C that lands in a shielded part of a job still interrupts once the job ends."""
+    script = (
+        "import os, signal, threading, trio\n"
+        "from asyncopy.api import run_interruptibly\n"
+        "async def job():\n"
+        "    with trio.CancelScope(shield=True):\n"
+        "        await trio.sleep(1)\n"
+        "    return 'returned'\n"
+        "threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()\n"
+        "try:\n"
+        "    print(run_interruptibly(job))\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.stdout == "interrupted\n", done.stderr

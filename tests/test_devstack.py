@@ -98,11 +98,14 @@ def test_down_stops_exactly_its_processes_and_is_idempotent(
     daemons = [devstack.Daemon(**d) for d in json.loads(done.stdout)["daemons"]]
     assert [d.name for d in daemons] == ["ceph-mon", "ceph-osd", "tgtd"]
     assert all(os.path.exists(f"/proc/{d.pid}") for d in daemons)
+    control = Path(f"/run/tgtd/socket.{json.loads(done.stdout)['tgt_control_port']}")
+    assert control.exists()
     for _ in range(2):
         done = run("devstack", "down", str(directory))
         assert done.returncode == 0, done.stderr
     assert not directory.exists()
     assert not any(devstack._alive(d) for d in daemons)
+    assert not control.exists()  # nor its lock: tgtd leaves both behind
     assert all(devstack._alive(d) for d in stack.daemons)  # another stack is untouched
 
 
