@@ -23,6 +23,7 @@ Design:
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -146,10 +147,10 @@ def _library() -> tuple[Any, Any]:
     return ffi, lib
 
 
+@functools.cache
 def _install_callback() -> None:
+    """Define the one completion callback (once per process)."""
     ffi, lib = _library()
-    if getattr(_install_callback, "done", False):
-        return
 
     @ffi.def_extern()  # type: ignore[untyped-decorator]
     def asyncopy_iscsi_done(ctx: Any, status: int, command: Any, private: Any) -> None:
@@ -166,8 +167,6 @@ def _install_callback() -> None:
             waiter.release()
         except BaseException:
             pass
-
-    _install_callback.done = True  # type: ignore[attr-defined]
 
 
 class Session:

@@ -148,41 +148,25 @@ def test_the_copy_reads_the_config_file_and_flags_win(tmp_path: Path) -> None:
     image = write_pattern(src, 4 * MiB, [(0, 4096), (3 * MiB, 5000)])
     conf.write_text("[asyncopy]\nchunk_size = 1M\ndepth = 2\nverify = true\n")
 
-    dst, manifest = tmp_path / "dst.img", tmp_path / "m.json"
-    done = run(
-        "copy",
-        str(src),
-        str(dst),
-        "--config-file",
-        str(conf),
-        "--json",
-        "--manifest",
-        str(manifest),
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["verified"] is True
-    assert json.loads(manifest.read_text())["chunk_size"] == MiB
-    assert len(json.loads(manifest.read_text())["digests"]) == 4
-    assert dst.read_bytes() == image
+    def copy(name: str, *flags: str) -> tuple[dict[str, object], dict[str, object]]:
+        """Copy SRC to tmp_path/NAME with the config file; (the JSON result, the manifest)."""
+        dst, manifest = tmp_path / name, tmp_path / f"{name}.json"
+        done = run(
+            "copy", str(src), str(dst), "--config-file", str(conf), "--json",
+            "--manifest", str(manifest), *flags,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert dst.read_bytes() == image
+        return json.loads(done.stdout), json.loads(manifest.read_text())
 
-    dst, manifest = tmp_path / "dst2.img", tmp_path / "m2.json"
-    done = run(
-        "copy",
-        str(src),
-        str(dst),
-        "--config-file",
-        str(conf),
-        "--json",
-        "--manifest",
-        str(manifest),
-        "--chunk-size",
-        "2M",
-        "--no-verify",
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["verified"] is False
-    assert json.loads(manifest.read_text())["chunk_size"] == 2 * MiB
-    assert dst.read_bytes() == image
+    result, digests = copy("dst.img")
+    assert result["verified"] is True
+    assert digests["chunk_size"] == MiB
+    assert len(digests["digests"]) == 4  # type: ignore[arg-type]
+
+    result, digests = copy("dst2.img", "--chunk-size", "2M", "--no-verify")
+    assert result["verified"] is False
+    assert digests["chunk_size"] == 2 * MiB
 
 
 def test_a_flag_wins_over_a_config_that_does_not_fit(tmp_path: Path) -> None:
