@@ -282,6 +282,20 @@ class RbdVolume:
             raise EndpointError(self.name, "read", f"short read: {got} bytes", offset, length)
         return got
 
+    async def read_buffer(self, offset: int, length: int) -> bytes:
+        """The bytes librbd read, as they are: no copy into a buffer of ours."""
+        held: list[bytes] = []
+
+        def keep(data: bytes, count: int) -> None:  # on the librbd thread
+            held.append(data)
+
+        got = await self.complete(
+            "read", offset, length, lambda done: self.image.aio_read(offset, length, done), keep
+        )
+        if got < length:
+            raise EndpointError(self.name, "read", f"short read: {got} bytes", offset, length)
+        return held[0]
+
     async def extents(self, offset: int, length: int) -> Sequence[Extent]:
         found: list[tuple[int, int, bool]] = []
 
@@ -346,12 +360,15 @@ def address_of(view: memoryview) -> int:
 
 
 def payload(data: memoryview) -> bytes:
-    """``bytes(data)``, with the copy done outside the GIL for large buffers.
+    """``bytes(data)``, with no copy when data is all of a bytes object already.
 
     The binding's aio_write takes bytes only. A fresh ``bytes(n)`` comes from calloc (no
     copy, not shared); filling it with ctypes.memmove releases the GIL, so the event loop
     and the other copies go on meanwhile.
     """
+    whole = data.obj
+    if isinstance(whole, bytes) and data.nbytes == len(whole):
+        return whole
     if data.readonly or len(data) < SMALL_PAYLOAD:
         return bytes(data)
     out = bytes(len(data))

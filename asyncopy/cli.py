@@ -8,7 +8,6 @@ line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from asyncopy import config, devstack
 from asyncopy.api import copy_uri, run_interruptibly, verify_manifest, verify_uris
 from asyncopy.engine import CopyResult, Progress
 from asyncopy.errors import AsyncopyError, CopyFailed, UsageError
+from asyncopy.process import tune_for_copy
 from asyncopy.sinks.rbd import RbdCreate
 from asyncopy.sizes import human, parse_size
 from asyncopy.uri import EndpointOptions
@@ -327,9 +327,5 @@ def _fail(message: str, code: int) -> int:
 
 
 def run() -> NoReturn:
-    # Everything imported so far lives as long as the process: move it out of the collector's
-    # sight. librbd completions leave cyclic garbage at every request, and the full
-    # collections that follow would otherwise scan the whole heap again and again (a 2 GiB
-    # rbd -> file copy took 2.7 s instead of 1.6 s; benchmarks/rbd_paths.py).
-    gc.freeze()
+    tune_for_copy()
     sys.exit(main())

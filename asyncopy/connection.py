@@ -31,6 +31,7 @@ from asyncopy.endpoint import Extent, Sink, Volume
 from asyncopy.engine import CopyResult, Progress, copy
 from asyncopy.errors import CopyFailed, UsageError
 from asyncopy.iscsi import IscsiOptions, IscsiSpec
+from asyncopy.process import tune_for_copy
 from asyncopy.sinks.iscsi import open_iscsi_sink
 from asyncopy.sinks.rbd import open_rbd_sink
 from asyncopy.sources.iscsi import open_iscsi_source
@@ -274,9 +275,7 @@ async def migrate(
 
 def child_main() -> int:
     """``python -m asyncopy.connection``: one copy, asked on stdin, answered in JSON lines."""
-    import gc
-
-    gc.freeze()  # see asyncopy.cli.run
+    tune_for_copy()
     try:
         request = json.loads(sys.stdin.read())
         conf = config.load(list(request["config_files"]))

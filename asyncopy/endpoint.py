@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class ExtentKind(enum.Enum):
@@ -71,12 +71,24 @@ class Volume(Protocol):
 Source = Volume
 
 
+@runtime_checkable
+class BufferSource(Volume, Protocol):
+    """A source that fills buffers of its own (librbd does), handed over to save a copy."""
+
+    async def read_buffer(self, offset: int, length: int) -> bytes:
+        """All of [offset, offset+length) in a new buffer; a short read is an error."""
+
+
 class Sink(Volume, Protocol):
     """An open endpoint that can be written."""
 
     @property
     def known_zero(self) -> bool:
         """True when every byte not written reads as zero (a new file or image)."""
+
+    @property
+    def needs_aligned_buffers(self) -> bool:
+        """True when writes need page-aligned buffers (O_DIRECT), False for any buffer."""
 
     async def write(self, offset: int, data: memoryview) -> None:
         """Write all of data at offset."""

@@ -7,7 +7,9 @@ Design:
 - ``workers`` tasks, each owning one aligned buffer, take chunks: so no more than
   workers * chunk_size bytes are ever held, whatever the volume size. A worker reads the
   chunk's data ranges (the rest of the buffer is zero-filled), then in a thread hashes it and
-  finds its all-zero ``sparse_size`` blocks, then writes the data runs. Chunks are disjoint,
+  finds its all-zero ``sparse_size`` blocks, then writes the data runs. A source that fills
+  buffers of its own (librbd) hands a whole chunk's over instead, when the sink takes any
+  buffer: one copy less, and the worker's buffer is not touched. Chunks are disjoint,
   so the writes in flight never overlap, though they complete in any order.
 - Zeros are skipped on a sink known to read zeros, and zeroed otherwise: ``write_zeroes``
   first, zero buffers when the sink cannot. A hole is never trusted on any other sink.
@@ -28,7 +30,7 @@ from typing import Any
 import trio
 
 from asyncopy.chunks import aligned_buffer, fan_out, plan_volume, read_chunk
-from asyncopy.endpoint import Sink, Volume
+from asyncopy.endpoint import BufferSource, Sink, Volume
 from asyncopy.errors import EndpointError, UsageError, VerificationFailed
 from asyncopy.plan import DataChunk, Segment, Work, ZeroRun, fill_zero, zero_segments
 from asyncopy.verify import DigestTable, chunk_digest, digest_volume
@@ -159,6 +161,9 @@ class _Copy:
         self.read = self.written = self.zeroed = self.skipped = 0
         self.last_report = 0.0
         self.tail = aligned_buffer(sink.block_size)
+        self.lender: BufferSource | None = None  # hands whole chunks over
+        if isinstance(source, BufferSource) and not sink.needs_aligned_buffers:
+            self.lender = source
 
     async def run(self) -> CopyResult:
         check_fit(self.source, self.sink, self.options)
@@ -202,9 +207,8 @@ class _Copy:
 
         return work
 
-    async def _copy_chunk(self, chunk: DataChunk, view: memoryview) -> None:
-        got = await read_chunk(self.source, chunk, view)
-        self.read += got  # not `+= await`: that loads the counter before other tasks run
+    async def _copy_chunk(self, chunk: DataChunk, buf: memoryview) -> None:
+        view = await self._fill(chunk, buf)
         digest, segments = await trio.to_thread.run_sync(
             _analyse, view, self.options.sparse_size, limiter=self.cpu
         )
@@ -215,6 +219,17 @@ class _Copy:
             else:
                 await self._write(offset, view[segment.start : segment.end])
         self.digests.set(chunk.offset // self.options.chunk_size, digest)
+
+    async def _fill(self, chunk: DataChunk, buf: memoryview) -> memoryview:
+        """The chunk's bytes: read into the worker's buffer, or the source's own buffer."""
+        whole = ((chunk.offset, chunk.offset + chunk.length),)
+        if self.lender is not None and chunk.data == whole:
+            data = await self.lender.read_buffer(chunk.offset, chunk.length)
+            self.read += chunk.length
+            return memoryview(data)
+        got = await read_chunk(self.source, chunk, buf)
+        self.read += got  # not `+= await`: that loads the counter before other tasks run
+        return buf
 
     async def _write(self, offset: int, data: memoryview) -> None:
         body = self._aligned_length(offset, len(data))

@@ -13,6 +13,7 @@ Design rules:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -112,19 +113,55 @@ def zero_segments(view: memoryview, sparse_size: int) -> list[Segment]:
         return []
     if sparse_size <= 0:
         return [Segment(0, length, False)]
-    zeros = zero_bytes(max(length, sparse_size))
-    if zeros.startswith(view):
-        return [Segment(0, length, True)]
-    block = zeros[:sparse_size]
     segments: list[Segment] = []
-    for pos in range(0, length, sparse_size):
-        stop = min(pos + sparse_size, length)
-        is_zero = block.startswith(view[pos:stop])
-        if segments and segments[-1].zero == is_zero:
-            segments[-1] = Segment(segments[-1].start, stop, is_zero)
+    cursor = 0
+    for start, stop in _zero_blocks(view, sparse_size):
+        if segments and segments[-1].zero and segments[-1].end == start:
+            segments[-1] = Segment(segments[-1].start, stop, True)
         else:
-            segments.append(Segment(pos, stop, is_zero))
+            if start > cursor:
+                segments.append(Segment(cursor, start, False))
+            segments.append(Segment(start, stop, True))
+        cursor = stop
+    if cursor < length:
+        segments.append(Segment(cursor, length, False))
     return segments
+
+
+def _zero_blocks(view: memoryview, size: int) -> Iterator[Range]:
+    """The byte ranges of the all-zero ``size`` blocks of ``view``, in order.
+
+    Only blocks whose sampled bytes are all zero are compared in full: the samples of every
+    block are gathered by strided slices, in C, so a chunk of data costs a few operations,
+    not one per block.
+    """
+    zeros = zero_bytes(max(len(view), size))
+    for start, stop in _candidate_runs(view, size):
+        if zeros.startswith(view[start:stop]):
+            yield start, stop
+            continue
+        for pos in range(start, stop, size):
+            end = min(pos + size, stop)
+            if zeros.startswith(view[pos:end]):
+                yield pos, end
+
+
+_SAMPLES = 8  # bytes sampled per block, spread over it
+
+
+def _candidate_runs(view: memoryview, size: int) -> Iterator[Range]:
+    """Byte ranges of consecutive blocks whose sampled bytes are all zero."""
+    length = len(view)
+    count = -(-length // size)
+    marks = 0
+    for offset in sorted({size * k // _SAMPLES for k in range(_SAMPLES)} | {size - 1}):
+        sample = bytes(view[offset::size]).ljust(count, b"\0")  # a short last block: 0
+        marks |= int.from_bytes(sample, "little")
+    for run in _ZERO_RUN.finditer(marks.to_bytes(count, "little")):
+        yield run.start() * size, min(run.end() * size, length)
+
+
+_ZERO_RUN = re.compile(rb"\x00+")
 
 
 _ZEROS = b""

@@ -38,6 +38,7 @@ class MemoryVolume:
         self.block_size = block_size
         self.io_size = 4096
         self.can_zero = can_zero
+        self.needs_aligned_buffers = False
         self.flushes = 0
 
     @property
@@ -56,6 +57,11 @@ class MemoryVolume:
         self._check("read", offset, count)
         buf[:count] = self.data[offset : offset + count]
         return count
+
+    async def read_buffer(self, offset: int, length: int) -> bytes:
+        await trio.lowlevel.checkpoint()
+        self._check("read", offset, length)
+        return bytes(self.data[offset : offset + length])
 
     async def extents(self, offset: int, length: int) -> Sequence[Extent]:
         await trio.lowlevel.checkpoint()
@@ -111,6 +117,10 @@ class _Wrapper:
     @property
     def known_zero(self) -> bool:
         return self._sink.known_zero
+
+    @property
+    def needs_aligned_buffers(self) -> bool:
+        return self._sink.needs_aligned_buffers
 
     @property
     def _sink(self) -> Sink:

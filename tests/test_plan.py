@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asyncopy.endpoint import Extent, ExtentKind
 from asyncopy.errors import UsageError
@@ -68,6 +70,35 @@ def test_zero_segments() -> None:
     short[4999] = 1
     segs = [(s.start, s.end, s.zero) for s in zero_segments(memoryview(short), 4096)]
     assert segs == [(0, 4096, True), (4096, 5000, False)]
+
+
+def reference_segments(data: bytes, size: int) -> list[tuple[int, int, bool]]:
+    """Block by block, merged: the obvious way, to check the sampled one against."""
+    out: list[tuple[int, int, bool]] = []
+    for pos in range(0, len(data), size):
+        stop = min(pos + size, len(data))
+        zero = not any(data[pos:stop])
+        if out and out[-1][2] == zero:
+            out[-1] = (out[-1][0], stop, zero)
+        else:
+            out.append((pos, stop, zero))
+    return out
+
+
+@given(
+    size=st.sampled_from([512, 4096]),
+    blocks=st.integers(1, 40),
+    tail=st.integers(0, 511),
+    writes=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), max_size=12),
+)
+def test_zero_segments_match_a_block_by_block_scan(
+    size: int, blocks: int, tail: int, writes: list[tuple[float, int]]
+) -> None:
+    data = bytearray(blocks * size + tail)
+    for where, value in writes:  # single bytes anywhere: often between the sampled ones
+        data[int(where * len(data))] = value
+    found = [(s.start, s.end, s.zero) for s in zero_segments(memoryview(data), size)]
+    assert found == reference_segments(bytes(data), size)
 
 
 @pytest.mark.parametrize(

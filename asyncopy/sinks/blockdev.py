@@ -24,6 +24,8 @@ from asyncopy.posix import (
 
 
 class BlockDeviceSink(FdVolume):
+    needs_aligned_buffers = True
+
     def __init__(
         self, name: str, fd: int, geometry: tuple[int, int, int], known_zero: bool
     ) -> None:

@@ -26,6 +26,8 @@ from asyncopy.posix import (
 
 
 class FileSink(FdVolume):
+    needs_aligned_buffers = False
+
     def __init__(self, name: str, fd: int, size: int, io_size: int, known_zero: bool) -> None:
         super().__init__(name, fd, size, 1, io_size)
         self.known_zero = known_zero

@@ -30,6 +30,7 @@ class IscsiSink(IscsiVolume):
     """A LUN opened for writing."""
 
     known_zero = False
+    needs_aligned_buffers = False
     _write_same = True
 
     async def write(self, offset: int, data: memoryview) -> None:

@@ -75,6 +75,8 @@ class RbdCreate:
 
 
 class RbdSink(RbdVolume):
+    needs_aligned_buffers = False
+
     def __init__(self, name: str, image: Any, known_zero: bool) -> None:
         super().__init__(name, image, read_only=False)
         self.known_zero = known_zero
