@@ -174,7 +174,9 @@ def _client(spec: RbdSpec, options: CephOptions) -> Any:
 
     Timeouts turn a stopped or full cluster into an error. The librbd cache is off: writes
     reach the OSDs before they complete (an error names its offset), and a verification
-    re-read comes from the OSDs, not from this client's memory.
+    re-read comes from the OSDs, not from this client's memory. Writes are zero-copy: librbd
+    sends from the caller's buffer, which the sink keeps alive and unchanged until the
+    write completes (librbd delays the completion until it holds no reference to it).
     """
     import rados
 
@@ -182,7 +184,10 @@ def _client(spec: RbdSpec, options: CephOptions) -> Any:
     if conffile is not None and not os.path.isfile(conffile):
         raise UsageError(f"{spec}: no ceph configuration file {conffile}")
     seconds = str(max(1, round(options.timeout)))
-    forced = {key: seconds for key in _TIMEOUTS} | {"rbd_cache": "false"}
+    forced = {key: seconds for key in _TIMEOUTS} | {
+        "rbd_cache": "false",
+        "rbd_disable_zero_copy_writes": "false",
+    }
     try:
         cluster = rados.Rados(rados_id=spec.user, conffile=conffile)
     except rados.Error as exc:

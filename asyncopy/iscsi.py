@@ -220,9 +220,16 @@ class Session:
             self.service(0)
 
     def service(self, revents: int) -> None:
+        """Let libiscsi handle ``revents``. What reading queued to send (data for an R2T, the
+        next command) is sent at once, without a round through the pumps."""
+        self._service(revents)
+        if revents & self.lib.POLLIN and self.lib.iscsi_which_events(self.ctx) & self.lib.POLLOUT:
+            self._service(self.lib.POLLOUT)
+        self.kick()
+
+    def _service(self, revents: int) -> None:
         if self.failure is None and self.lib.iscsi_service(self.ctx, revents) < 0:
             self.fail(self.error())
-        self.kick()
 
     def error(self) -> str:
         text = self.lib.iscsi_get_error(self.ctx)

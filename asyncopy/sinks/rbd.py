@@ -82,10 +82,14 @@ class RbdSink(RbdVolume):
         self.known_zero = known_zero
 
     async def write(self, offset: int, data: memoryview) -> None:
+        held: list[bytes] = []  # librbd sends from it (zero-copy): alive until completion
+
         def submit(done: Callable[..., None]) -> object:
-            return self.image.aio_write(payload(data), offset, done)
+            held.append(payload(data))
+            return self.image.aio_write(held[0], offset, done)
 
         await self.complete("write", offset, len(data), submit, in_thread=True)
+        held.clear()
 
     async def write_zeroes(self, offset: int, length: int) -> bool:
         await self.complete(
