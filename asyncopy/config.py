@@ -17,26 +17,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from oslo_config import cfg, types
 
-from asyncopy.ceph import CephOptions
+from asyncopy import settings
 from asyncopy.engine import CopyOptions
 from asyncopy.errors import UsageError
-from asyncopy.iscsi import IscsiOptions
+from asyncopy.settings import GROUP, MAX_TIMEOUT, Settings, size_text
 from asyncopy.sizes import parse_size
 from asyncopy.uri import EndpointOptions
 
-GROUP = "asyncopy"
-MAX_TIMEOUT = 3600  # seconds, for Ceph and iSCSI alike
-
-_COPY = CopyOptions()
-_ENDPOINT = EndpointOptions()
-_T = TypeVar("_T")
+_DEFAULTS = settings.DEFAULTS
 _AT_LINE = re.compile(r"^at .*:(\d+), ")
-_UNITS = (("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10))
 
 
 class Size(types.ConfigType):
@@ -56,54 +49,46 @@ class Size(types.ConfigType):
             ) from None
 
     def _formatter(self, value: Any) -> str:
-        return _size_text(int(value))
-
-
-def _size_text(size: int) -> str:
-    """``size`` bytes in the largest unit that holds it exactly: 4M, 64K, 3000."""
-    for suffix, unit in _UNITS:
-        if size and size % unit == 0:
-            return f"{size // unit}{suffix}"
-    return str(size)
+        return size_text(int(value))
 
 
 OPTS: list[cfg.Opt] = [
     cfg.Opt(
         "chunk_size",
         type=Size(),
-        default=_COPY.chunk_size,
+        default=_DEFAULTS.chunk_size,
         help="Unit of I/O and of digests. Sizes take K, M, G or T (binary multiples, as qemu-img).",
     ),
     cfg.IntOpt(
         "depth",
-        default=_COPY.depth,
+        default=_DEFAULTS.depth,
         min=1,
         help="Chunks in flight at most.",
     ),
     cfg.Opt(
         "max_inflight",
         type=Size(),
-        default=_COPY.max_inflight_bytes,
+        default=_DEFAULTS.max_inflight,
         help="Buffer budget: at most min(depth, max_inflight / chunk_size) chunks are held "
         "at once. At least chunk_size.",
     ),
     cfg.Opt(
         "sparse_size",
         type=Size(),
-        default=_COPY.sparse_size,
+        default=_DEFAULTS.sparse_size,
         help="Zero-detection unit, as qemu-img convert -S: aligned runs of zeros this long "
         "are skipped on a destination known to read zeros and zeroed on any other; 0 writes "
         "every byte. Must divide chunk_size.",
     ),
     cfg.BoolOpt(
         "verify",
-        default=_COPY.verify,
+        default=_DEFAULTS.verify,
         help="Re-read the destination after the copy and compare every chunk's xxh3-128 "
         "digest with the source's; a mismatch fails the copy.",
     ),
     cfg.StrOpt(
         "iscsi_transport",
-        default="brick",
+        default=_DEFAULTS.iscsi_transport,
         choices=[
             ("brick", "attach with os-brick (the kernel initiator), as Cinder does"),
             ("userspace", "asyncopy's own user-space initiator (libiscsi), no iscsid needed"),
@@ -112,13 +97,13 @@ OPTS: list[cfg.Opt] = [
     ),
     cfg.StrOpt(
         "ceph_conf",
-        default=_ENDPOINT.ceph.conf,
+        default=_DEFAULTS.ceph_conf,
         help="ceph.conf for an rbd: URI that names none (a command line flag wins); unset: "
         "librados' default. An rbd connection_info names its monitors and needs none.",
     ),
     cfg.FloatOpt(
         "ceph_timeout",
-        default=_ENDPOINT.ceph.timeout,
+        default=_DEFAULTS.ceph_timeout,
         min=1,
         max=MAX_TIMEOUT,
         help="Seconds before a Ceph connection or operation fails (a stopped or full "
@@ -127,33 +112,17 @@ OPTS: list[cfg.Opt] = [
     ),
     cfg.IntOpt(
         "iscsi_timeout",
-        default=_ENDPOINT.iscsi.timeout,
+        default=_DEFAULTS.iscsi_timeout,
         min=1,
         max=MAX_TIMEOUT,
         help="Seconds before an iSCSI login or command of the user-space initiator fails.",
     ),
     cfg.StrOpt(
         "root_helper",
-        default=_ENDPOINT.root_helper,
+        default=_DEFAULTS.root_helper,
         help="How os-brick runs commands as root (cinder-volume uses its rootwrap).",
     ),
 ]
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """The ``[asyncopy]`` group's values, converted and checked; sizes in bytes."""
-
-    chunk_size: int
-    depth: int
-    max_inflight: int
-    sparse_size: int
-    verify: bool
-    iscsi_transport: str
-    ceph_conf: str | None
-    ceph_timeout: float
-    iscsi_timeout: int
-    root_helper: str
 
 
 def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
@@ -163,12 +132,6 @@ def list_opts() -> list[tuple[str, list[cfg.Opt]]]:
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(OPTS, group=GROUP)
-
-
-def shown_default(name: str) -> str:
-    """An option's default as the sample shows it (``4M``, ``16``, ``false``)."""
-    opt = next(opt for opt in OPTS if opt.dest == name)
-    return str(opt.type.format_defaults(opt.default)[0])
 
 
 def load(files: Sequence[str]) -> cfg.ConfigOpts:
@@ -231,52 +194,18 @@ def group(conf: cfg.ConfigOpts) -> Settings:
     return Settings(**values)
 
 
-def copy_options(
-    conf: cfg.ConfigOpts,
-    *,
-    chunk_size: int | None = None,
-    depth: int | None = None,
-    max_inflight_bytes: int | None = None,
-    sparse_size: int | None = None,
-    verify: bool | None = None,
-) -> CopyOptions:
-    """The engine's options from ``[asyncopy]``; keyword arguments that are not None win.
+def copy_options(conf: cfg.ConfigOpts) -> CopyOptions:
+    """The engine's options from ``[asyncopy]`` (flags are merged by ``settings``).
 
     Raises:
-        UsageError: a bad value, or values that do not fit together (checked once merged).
+        UsageError: a bad value, or values that do not fit together.
     """
-    values = group(conf)
-    return CopyOptions(
-        chunk_size=_first(chunk_size, values.chunk_size),
-        depth=_first(depth, values.depth),
-        max_inflight_bytes=_first(max_inflight_bytes, values.max_inflight),
-        sparse_size=_first(sparse_size, values.sparse_size),
-        verify=_first(verify, values.verify),
-    )
+    return settings.copy_options(group(conf))
 
 
-def endpoint_options(
-    conf: cfg.ConfigOpts,
-    ceph_conf: str | None = None,
-    *,
-    ceph_timeout: float | None = None,
-    iscsi_timeout: int | None = None,
-    root_helper: str | None = None,
-) -> EndpointOptions:
-    """What opening a URI may need, from ``[asyncopy]``; arguments that are not None win."""
-    values = group(conf)
-    return EndpointOptions(
-        ceph=CephOptions(
-            timeout=_first(ceph_timeout, values.ceph_timeout),
-            conf=_first(ceph_conf, values.ceph_conf),
-        ),
-        iscsi=IscsiOptions(timeout=_first(iscsi_timeout, values.iscsi_timeout)),
-        root_helper=_first(root_helper, values.root_helper),
-    )
-
-
-def _first(given: _T | None, configured: _T) -> _T:
-    return configured if given is None else given
+def endpoint_options(conf: cfg.ConfigOpts) -> EndpointOptions:
+    """What opening a URI may need, from ``[asyncopy]``."""
+    return settings.endpoint_options(group(conf))
 
 
 def _reason(exc: BaseException) -> str:

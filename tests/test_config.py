@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from oslo_config import cfg
 
-from asyncopy import ceph, config, iscsi
+from asyncopy import ceph, config, iscsi, settings
 from asyncopy.engine import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_DEPTH,
@@ -65,8 +65,8 @@ def test_the_committed_sample_is_current(tmp_path: Path) -> None:
 
 def test_the_defaults_are_the_engines_and_the_endpoints() -> None:
     conf = config.load([])
-    settings = config.group(conf)
-    assert settings == config.Settings(
+    values = config.group(conf)
+    assert values == settings.Settings(
         chunk_size=DEFAULT_CHUNK_SIZE,
         depth=DEFAULT_DEPTH,
         max_inflight=DEFAULT_MAX_INFLIGHT,
@@ -80,6 +80,17 @@ def test_the_defaults_are_the_engines_and_the_endpoints() -> None:
     )
     assert config.copy_options(conf) == CopyOptions()
     assert config.endpoint_options(conf) == EndpointOptions()
+
+
+def test_the_defaults_need_no_oslo_config_and_show_as_the_sample_does() -> None:
+    assert config.group(config.load([])) == settings.DEFAULTS
+    for opt in config.OPTS:
+        if opt.default is not None:
+            shown = str(opt.type.format_defaults(opt.default)[0])
+            assert settings.shown_default(opt.dest) == shown, opt.dest
+    imports = "import sys, asyncopy.cli; print('oslo_config' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", imports], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr
 
 
 def test_the_samples_values_read_back_as_the_defaults(tmp_path: Path) -> None:
@@ -107,11 +118,12 @@ def test_files_and_keywords_fill_the_options(tmp_path: Path) -> None:
     assert config.copy_options(conf) == CopyOptions(
         chunk_size=MiB, depth=3, sparse_size=64 << 10, verify=True
     )
-    assert config.copy_options(conf, depth=5, verify=False) == CopyOptions(
+    values = config.group(conf)
+    assert settings.copy_options(values, depth=5, verify=False) == CopyOptions(
         chunk_size=MiB, depth=5, sparse_size=64 << 10
     )
     alone = config.load([str(first)])  # 3000 does not divide 1M: checked after the keywords
-    assert config.copy_options(alone, sparse_size=4096).sparse_size == 4096
+    assert settings.copy_options(config.group(alone), sparse_size=4096).sparse_size == 4096
     with pytest.raises(UsageError, match="sparse size 3000 must divide"):
         config.copy_options(alone)
     options = config.endpoint_options(conf)
@@ -121,8 +133,8 @@ def test_files_and_keywords_fill_the_options(tmp_path: Path) -> None:
         7,
     )
     assert options.root_helper == "sudo cinder-rootwrap /etc/cinder/rootwrap.conf"
-    given = config.endpoint_options(
-        conf, "/b.conf", ceph_timeout=9, iscsi_timeout=11, root_helper="doas"
+    given = settings.endpoint_options(
+        values, "/b.conf", ceph_timeout=9, iscsi_timeout=11, root_helper="doas"
     )
     assert (given.ceph.conf, given.ceph.timeout, given.iscsi.timeout, given.root_helper) == (
         "/b.conf",
