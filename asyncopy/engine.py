@@ -29,7 +29,7 @@ from typing import Any
 
 import trio
 
-from asyncopy.chunks import aligned_buffer, fan_out, plan_volume, read_chunk
+from asyncopy.chunks import aligned_buffer, chunk_bytes, fan_out, lender, plan_volume
 from asyncopy.endpoint import BufferSource, Sink, Volume
 from asyncopy.errors import EndpointError, UsageError, VerificationFailed
 from asyncopy.plan import DataChunk, Segment, Work, ZeroRun, fill_zero, zero_segments
@@ -161,9 +161,8 @@ class _Copy:
         self.read = self.written = self.zeroed = self.skipped = 0
         self.last_report = 0.0
         self.tail = aligned_buffer(sink.block_size)
-        self.lender: BufferSource | None = None  # hands whole chunks over
-        if isinstance(source, BufferSource) and not sink.needs_aligned_buffers:
-            self.lender = source
+        # A source that hands its own buffers over, when the sink takes any buffer
+        self.lender: BufferSource | None = None if sink.needs_aligned_buffers else lender(source)
 
     async def run(self) -> CopyResult:
         check_fit(self.source, self.sink, self.options)
@@ -208,7 +207,8 @@ class _Copy:
         return work
 
     async def _copy_chunk(self, chunk: DataChunk, buf: memoryview) -> None:
-        view = await self._fill(chunk, buf)
+        view, got = await chunk_bytes(self.source, self.lender, chunk, buf)
+        self.read += got  # not `+= await`: that loads the counter before other tasks run
         digest, segments = await trio.to_thread.run_sync(
             _analyse, view, self.options.sparse_size, limiter=self.cpu
         )
@@ -219,17 +219,6 @@ class _Copy:
             else:
                 await self._write(offset, view[segment.start : segment.end])
         self.digests.set(chunk.offset // self.options.chunk_size, digest)
-
-    async def _fill(self, chunk: DataChunk, buf: memoryview) -> memoryview:
-        """The chunk's bytes: read into the worker's buffer, or the source's own buffer."""
-        whole = ((chunk.offset, chunk.offset + chunk.length),)
-        if self.lender is not None and chunk.data == whole:
-            data = await self.lender.read_buffer(chunk.offset, chunk.length)
-            self.read += chunk.length
-            return memoryview(data)
-        got = await read_chunk(self.source, chunk, buf)
-        self.read += got  # not `+= await`: that loads the counter before other tasks run
-        return buf
 
     async def _write(self, offset: int, data: memoryview) -> None:
         body = self._aligned_length(offset, len(data))

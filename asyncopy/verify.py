@@ -24,7 +24,15 @@ from pathlib import Path
 import trio
 import xxhash
 
-from asyncopy.chunks import aligned_buffer, fan_out, plan_volume, read_chunk, run_all
+from asyncopy.chunks import (
+    aligned_buffer,
+    chunk_bytes,
+    fan_out,
+    lender,
+    plan_volume,
+    read_chunk,
+    run_all,
+)
 from asyncopy.endpoint import Volume
 from asyncopy.errors import UsageError
 from asyncopy.plan import DataChunk, Work, ZeroRun, fill_zero, merge_indices, zero_bytes
@@ -196,6 +204,7 @@ async def digest_volume(
     """
     check_grid(volume, chunk_size)
     table = DigestTable(length, chunk_size)
+    lends = lender(volume)
     block = volume.block_size
     read_end = min(-(-min(length, volume.size) // block) * block, volume.size)
 
@@ -213,8 +222,12 @@ async def digest_volume(
                 table.set_zero(item.offset, item.length)
                 return
             index = item.offset // chunk_size
-            await _read_padded(volume, item, buf, table.chunk_length(index))
-            span = buf[: table.chunk_length(index)]
+            want = table.chunk_length(index)
+            if want == item.length:  # nothing to pad: the volume's own buffer will do
+                span, _ = await chunk_bytes(volume, lends, item, buf[:want])
+            else:
+                await _read_padded(volume, item, buf, want)
+                span = buf[:want]
             table.set(index, await trio.to_thread.run_sync(chunk_digest, span, limiter=cpu))
 
         return work
@@ -233,12 +246,16 @@ async def _read_padded(volume: Volume, chunk: DataChunk, buf: memoryview, want: 
 async def compare(
     a: Volume, b: Volume, chunk_size: int, workers: int, cpu: trio.CapacityLimiter | None = None
 ) -> list[tuple[int, int]]:
-    """The byte ranges where two volumes differ (a shorter one reads as zero-extended)."""
+    """The byte ranges where two volumes differ (a shorter one reads as zero-extended).
+
+    Both are read at once, with half of ``workers`` each: the chunks in flight stay within
+    the same budget as a copy's."""
     length = max(a.size, b.size)
     tables: dict[str, DigestTable] = {}
+    each = max(1, workers // 2)
 
     async def digest(key: str, volume: Volume) -> None:
-        tables[key] = await digest_volume(volume, length, chunk_size, workers, cpu)
+        tables[key] = await digest_volume(volume, length, chunk_size, each, cpu)
 
     await run_all([partial(digest, "a", a), partial(digest, "b", b)])
     return tables["a"].differing(tables["b"])
