@@ -42,6 +42,7 @@ async def copy_uri(
     """
     if manifest is not None:
         _check_writable_dir(manifest)
+        options = replace(options or CopyOptions(), digests=True)
     check(src)
     check(dst)
     async with (
@@ -54,7 +55,7 @@ async def copy_uri(
         ) as sink,
     ):
         result = await copy(source, sink, options, progress)
-    if manifest is not None:
+    if manifest is not None and result.digests is not None:
         try:
             Manifest(result.digests).write(manifest)
         except OSError as exc:

@@ -190,6 +190,7 @@ def _copy(args: argparse.Namespace) -> int:
         sparse_size=_size(args.sparse_size, "sparse size"),
         verify=args.verify,
     )
+    options = replace(options, digests=False)  # hashed only for --verify or a --manifest
     job = partial(
         copy_uri,
         args.src,
@@ -314,7 +315,7 @@ def _describe(result: CopyResult) -> str:
         f"copied {human(result.bytes_total)} in {result.seconds:.2f} s ({human(rate)}/s): "
         f"read {human(result.bytes_read)}, wrote {human(result.bytes_written)}, "
         f"zeroed {human(result.bytes_zeroed)}, skipped {human(result.bytes_skipped)}"
-        + (", verified" if result.verified else "")
+        + (f", verified (re-read {result.verify_seconds:.2f} s)" if result.verified else "")
     )
 
 

@@ -267,7 +267,8 @@ async def migrate(
         open_described_source(src, conf) as source,
         open_described_sink(dst, conf, size, target_is_zero) as sink,
     ):
-        return await copy(Window(source, size), sink, config.copy_options(conf), progress)
+        options = replace(config.copy_options(conf), digests=False)  # hashed if verifying
+        return await copy(Window(source, size), sink, options, progress)
 
 
 # -- the child process of asyncopy.cinder.copy_volume_data ------------------------------------

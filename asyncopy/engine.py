@@ -17,6 +17,8 @@ Design:
   multiple of the sink's block size); that block is read, patched and written back.
 - The first error cancels the pipeline and is raised alone. The sink is flushed at the end;
   with ``verify`` it is then re-read and every chunk's digest compared with the source's.
+  Chunks are hashed (xxh3-128, in the same thread as the zero scan) only for ``verify`` or
+  when the result's digests are wanted (a manifest): a plain copy skips it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from asyncopy.chunks import aligned_buffer, chunk_bytes, fan_out, lender, plan_v
 from asyncopy.endpoint import BufferSource, Sink, Volume
 from asyncopy.errors import EndpointError, UsageError, VerificationFailed
 from asyncopy.plan import DataChunk, Segment, Work, ZeroRun, fill_zero, zero_segments
-from asyncopy.verify import DigestTable, chunk_digest, digest_volume
+from asyncopy.verify import DIGEST_SIZE, DigestTable, chunk_digest, digest_volume
 
 MiB = 1 << 20
 DEFAULT_CHUNK_SIZE = 4 * MiB
@@ -41,6 +43,7 @@ DEFAULT_DEPTH = 16
 DEFAULT_MAX_INFLIGHT = 64 * MiB
 DEFAULT_SPARSE_SIZE = 4096  # as qemu-img convert -S
 CPU_THREADS = 2  # threads hashing and zero-scanning chunks at once
+UNHASHED = bytes(DIGEST_SIZE)  # what a chunk's digest is when no hashing was asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,7 @@ class CopyOptions:
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT
     sparse_size: int = DEFAULT_SPARSE_SIZE
     verify: bool = False
+    digests: bool = True  # hash every chunk for the result (a manifest); verify always does
     progress_interval: float = 0.5
 
     def __post_init__(self) -> None:
@@ -83,7 +87,8 @@ class Progress:
 
 @dataclass(frozen=True, slots=True)
 class CopyResult:
-    """What a finished (and, with ``verified``, checked) copy did."""
+    """What a finished (and, with ``verified``, checked) copy did; ``digests`` is None when
+    the options asked for none (no hashing was done)."""
 
     bytes_total: int
     bytes_read: int
@@ -92,7 +97,8 @@ class CopyResult:
     bytes_skipped: int
     seconds: float
     verified: bool
-    digests: DigestTable = field(repr=False, compare=False)
+    digests: DigestTable | None = field(repr=False, compare=False)
+    verify_seconds: float = 0.0  # of ``seconds``, the re-read
 
     def summary(self) -> dict[str, Any]:
         """The figures as a JSON-ready dict (digests left out)."""
@@ -104,6 +110,7 @@ class CopyResult:
             "bytes_skipped": self.bytes_skipped,
             "seconds": round(self.seconds, 6),
             "verified": self.verified,
+            "verify_seconds": round(self.verify_seconds, 6),
         }
 
 
@@ -156,7 +163,9 @@ class _Copy:
         self.sink = sink
         self.options = options
         self.progress = progress
+        # Without hashing the table still records which chunks were done, with no digest
         self.digests = DigestTable(source.size, options.chunk_size)
+        self.hashing = options.digests or options.verify
         self.cpu = trio.CapacityLimiter(CPU_THREADS)
         self.read = self.written = self.zeroed = self.skipped = 0
         self.last_report = 0.0
@@ -172,18 +181,21 @@ class _Copy:
         if not self.digests.complete():
             raise EndpointError(self.source.name, "copy", "not every chunk was copied")
         await self.sink.flush()
+        copied = time.monotonic()
         if self.options.verify:
             await self._verify()
         self._report(force=True)
+        ended = time.monotonic()
         return CopyResult(
             bytes_total=self.source.size,
             bytes_read=self.read,
             bytes_written=self.written,
             bytes_zeroed=self.zeroed,
             bytes_skipped=self.skipped,
-            seconds=time.monotonic() - started,
+            seconds=ended - started,
             verified=self.options.verify,
-            digests=self.digests,
+            digests=self.digests if self.hashing else None,
+            verify_seconds=ended - copied if self.options.verify else 0.0,
         )
 
     async def _produce(self, send: trio.MemorySendChannel[Work]) -> None:
@@ -210,7 +222,7 @@ class _Copy:
         view, got = await chunk_bytes(self.source, self.lender, chunk, buf)
         self.read += got  # not `+= await`: that loads the counter before other tasks run
         digest, segments = await trio.to_thread.run_sync(
-            _analyse, view, self.options.sparse_size, limiter=self.cpu
+            _analyse, view, self.options.sparse_size, self.hashing, limiter=self.cpu
         )
         for segment in segments:
             offset = chunk.offset + segment.start
@@ -282,8 +294,8 @@ class _Copy:
             raise VerificationFailed(self.sink.name, differing)
 
 
-def _analyse(view: memoryview, sparse_size: int) -> tuple[bytes, list[Segment]]:
-    return chunk_digest(view), zero_segments(view, sparse_size)
+def _analyse(view: memoryview, sparse_size: int, hashing: bool) -> tuple[bytes, list[Segment]]:
+    return chunk_digest(view) if hashing else UNHASHED, zero_segments(view, sparse_size)
 
 
 _ZERO_BUFFERS: dict[int, memoryview] = {}

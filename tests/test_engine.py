@@ -100,6 +100,7 @@ def test_engine_writes_exactly_what_the_reference_writes(case: Case) -> None:
     if not case.known_zero:
         assert result.bytes_skipped == 0
     chunk = case.options.chunk_size
+    assert result.digests is not None
     for index in range(result.digests.count):
         assert result.digests.get(index) == chunk_digest(
             case.data[index * chunk : (index + 1) * chunk]
@@ -342,3 +343,22 @@ async def test_a_source_buffer_is_written_as_is_unless_the_sink_needs_aligned_on
     assert sink.data == source.data
     assert len(sink.owners) == 4
     assert set(sink.owners) == ({mmap.mmap} if aligned else {bytes})
+
+
+@pytest.mark.parametrize(("digests", "verify"), [(True, False), (False, False), (False, True)])
+async def test_chunks_are_hashed_only_when_digests_or_verification_are_asked_for(
+    digests: bool, verify: bool
+) -> None:
+    source = _source(4 * LAYOUT_CHUNK)
+    sink = MemoryVolume(bytes(source.size))
+    options = CopyOptions(chunk_size=LAYOUT_CHUNK, digests=digests, verify=verify)
+    result = await copy(source, sink, options)
+    assert sink.data == source.data
+    assert result.verified == verify
+    assert (result.verify_seconds > 0) == verify
+    if digests or verify:
+        assert result.digests is not None
+        second = bytes(source.data[LAYOUT_CHUNK : 2 * LAYOUT_CHUNK])
+        assert result.digests.get(1) == chunk_digest(second)
+    else:
+        assert result.digests is None
