@@ -143,6 +143,28 @@ def kind_of(path: str) -> str | None:
     raise UsageError(f"{path}: not a regular file or block device")
 
 
+DIRECT_ALIGN = 4096  # offsets, lengths and buffers of O_DIRECT I/O: any logical block size
+
+
+def is_aligned(data: memoryview) -> bool:
+    """Whether ``data`` may be written with O_DIRECT: its address and length are aligned."""
+    if data.readonly or not data or len(data) % DIRECT_ALIGN:
+        return False  # a read-only buffer (bytes) is not ours to align: never assumed
+    return ctypes.addressof(ctypes.c_char.from_buffer(data)) % DIRECT_ALIGN == 0
+
+
+async def open_direct(path: str) -> int | None:
+    """A second descriptor on an open file, for writes with O_DIRECT; None where the
+    filesystem refuses O_DIRECT."""
+    try:
+        flags = os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC
+        return await trio.to_thread.run_sync(os.open, path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
+            return None
+        raise UsageError(f"destination {path}: cannot open: {exc.strerror}") from exc
+
+
 async def open_fd(path: str, flags: int, what: str) -> int:
     """Open a path in a thread; failure is bad input, reported in one line."""
     try:

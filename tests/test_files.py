@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 from pathlib import Path
@@ -10,9 +11,12 @@ import pytest
 import trio
 
 from asyncopy.api import copy_sync, copy_uri
+from asyncopy.chunks import aligned_buffer
 from asyncopy.endpoint import ExtentKind
 from asyncopy.engine import CopyOptions, Progress, copy
 from asyncopy.errors import EndpointError
+from asyncopy.posix import DIRECT_ALIGN, is_aligned
+from asyncopy.sinks.file import FileSink
 from asyncopy.testing import Faults, FaultyVolume
 from asyncopy.uri import open_sink, open_source
 from tests.conftest import MiB, open_fds, write_pattern
@@ -99,3 +103,34 @@ async def test_the_source_is_opened_read_only(tmp_path: Path) -> None:
     await copy_uri(str(src), str(dst), CopyOptions(progress_interval=0), progress=look)
     assert modes
     assert set(modes) == {os.O_RDONLY}
+
+
+async def test_a_file_sink_writes_aligned_buffers_with_o_direct(tmp_path: Path) -> None:
+    dst = tmp_path / "dst.img"
+    async with open_sink(str(dst), size=3 * MiB + 1000) as sink:
+        assert isinstance(sink, FileSink)
+        assert sink.direct is not None  # this filesystem (ext4 or tmpfs) takes O_DIRECT
+        assert sink.needs_aligned_buffers
+        flags = fcntl.fcntl(sink.direct, fcntl.F_GETFL)
+        assert flags & os.O_DIRECT
+        assert flags & os.O_ACCMODE == os.O_WRONLY
+
+
+def test_only_aligned_writable_buffers_go_direct() -> None:
+    buf = aligned_buffer(3 * DIRECT_ALIGN)
+    assert is_aligned(buf)
+    assert is_aligned(buf[DIRECT_ALIGN:])
+    assert not is_aligned(buf[1 : 1 + DIRECT_ALIGN])  # address off the grid
+    assert not is_aligned(buf[: DIRECT_ALIGN + 1])  # length off the grid
+    assert not is_aligned(memoryview(bytes(DIRECT_ALIGN)))  # not ours: never assumed
+    assert not is_aligned(buf[:0])
+
+
+def test_an_odd_sized_file_copies_exactly_through_both_descriptors(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    size = 5 * MiB + 777
+    src.write_bytes(random.Random(3).randbytes(size))
+    dst.write_bytes(b"\xff" * size)  # existing and dirty: every byte must be written
+    result = copy_sync(str(src), str(dst), CopyOptions(chunk_size=MiB, verify=True))
+    assert result.verified
+    assert dst.read_bytes() == src.read_bytes()
