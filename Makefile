@@ -1,20 +1,21 @@
-# make test: lint, types and the test suite; make demo: the end-to-end demonstration.
+# make test: lint, types and the test suite; make demo: the end-to-end demonstration;
+# make bench: asyncopy beside its peers on every path (benchmarks/RESULTS.md).
 # Both install what is missing: Debian packages and the virtualenv in .venv.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEBS := util-linux ceph-mon ceph-osd ceph-common python3-rados python3-rbd tgt \
-	qemu-utils qemu-block-extra libiscsi-dev libiscsi-bin gcc
+	qemu-utils qemu-block-extra libiscsi-dev libiscsi-bin gcc time
 CODE := asyncopy tests benchmarks scripts
 
-.PHONY: test lint demo bench-core bench-rbd deps clean
+.PHONY: test lint demo bench deps clean
 
 $(BIN)/.installed: pyproject.toml setup.py asyncopy/_iscsi_build.py scripts/link-ceph-python
 	scripts/ensure-debs $(DEBS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	scripts/link-ceph-python $(VENV)
 	touch $@
 
@@ -31,12 +32,9 @@ test: lint
 demo: deps
 	$(BIN)/python scripts/demo.py
 
-bench-core: deps
-	scripts/ensure-debs time
-	$(BIN)/python benchmarks/file_to_device.py
-
-bench-rbd: deps
-	$(BIN)/python benchmarks/rbd_paths.py
+# BENCH_ARGS: e.g. --quick, --size 1G, --paths rbd-rbd,rbd-file, --layouts 50 (see --help)
+bench: deps
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

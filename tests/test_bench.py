@@ -1,0 +1,272 @@
+"""The benchmark harness: a quick run against the real stack, and its report's arithmetic."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import report
+from benchmarks.bench import pick, rotated
+from benchmarks.measure import BenchError, Run, check_identical, check_manifest
+from benchmarks.scenarios import (
+    LAYOUTS,
+    OBJECT,
+    Route,
+    blocks,
+    local_endpoint,
+    rbd_endpoint,
+    tools,
+    write_file,
+    write_manifest,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+MiB = 1 << 20
+
+PEERS = {
+    "rbd -> rbd": {
+        "qemu-img convert",
+        "qemu-img convert -m 16 -W",
+        "rbd cp",
+        "rbd export - | rbd import -",
+        "cinder copy_volume",
+    },
+    "rbd -> file": {
+        "qemu-img convert",
+        "qemu-img convert -m 16 -W",
+        "rbd export",
+        "cinder copy_volume",
+    },
+    "file -> rbd": {
+        "qemu-img convert",
+        "qemu-img convert -m 16 -W",
+        "rbd import",
+        "cinder copy_volume",
+    },
+    "rbd -> iscsi": {"qemu-img convert -n", "qemu-img convert -n -m 16 -W"},
+    "iscsi -> rbd": {"qemu-img convert", "qemu-img convert -m 16 -W"},
+    "rbd -> loop": {"qemu-img convert -n", "qemu-img convert -n -m 16 -W", "cinder copy_volume"},
+    "loop -> rbd": {
+        "qemu-img convert",
+        "qemu-img convert -m 16 -W",
+        "rbd import",
+        "cinder copy_volume",
+    },
+    "file -> loop": {
+        "qemu-img convert -n",
+        "qemu-img convert -n -m 16 -W",
+        "dd bs=4M iflag=direct oflag=direct",
+        "cinder copy_volume",
+    },
+}
+
+
+def test_quick_run_measures_every_path_and_peer(tmp_path: Path) -> None:
+    markdown = tmp_path / "report" / "RESULTS.md"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench",
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--markdown",
+            str(markdown),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+
+    main = [run for run in results["runs"] if run["group"] == "main"]
+    for path, peers in PEERS.items():
+        tools = {run["tool"] for run in main if run["path"] == path}
+        assert tools >= {"asyncopy", *peers}, path
+    assert all(run["verified"] is True for run in results["runs"] if run["group"] != "ceiling")
+    assert all(run["seconds"] > 0 and run["peak_rss"] > 0 for run in results["runs"])
+    assert {run["group"] for run in results["runs"]} == {
+        "main",
+        "ceiling",
+        "verify",
+        "sparse",
+        "rss",
+    }
+    assert {run["tool"] for run in results["runs"] if run["group"] == "main"} >= {
+        "asyncopy --verify"
+    }
+
+    targets = results["targets"]
+    assert all(isinstance(target["met"], bool) for target in targets)
+    names = " ".join(target["name"] for target in targets)
+    for path in PEERS:
+        assert f"{path}, 50%: asyncopy <= 0.8x best peer" in names
+    for phrase in ("qemu-img compare", "holding", "peak RSS flat", "more allocated"):
+        assert phrase in names
+    assert "## Targets" in markdown.read_text()
+    plots = sorted((tmp_path / "plots").glob("*.png"))
+    assert [plot.name for plot in plots] == ["rss.png", "throughput-50.png"]
+    for plot in plots:
+        assert plot.read_bytes().startswith(b"\x89PNG")
+        assert f"]({Path('..') / 'plots' / plot.name})" in markdown.read_text()
+
+
+def test_a_wrong_copy_stops_the_benchmark(tmp_path: Path) -> None:
+    size = 3 * OBJECT
+    source, copy, manifest = tmp_path / "source", tmp_path / "copy", tmp_path / "manifest"
+    write_file(source, size, blocks(size, 2, seed=7))
+    write_manifest(manifest, size, blocks(size, 2, seed=7))
+    copy.write_bytes(source.read_bytes())
+    check_identical(str(source), str(copy), what="a tool on a path")
+    check_manifest(str(manifest), str(copy), what="a tool on a path")
+    with open(copy, "r+b") as out:
+        out.seek(size - 1)
+        last = out.read(1)[0]
+        out.seek(size - 1)
+        out.write(bytes([last ^ 0xFF]))  # one byte off
+    with pytest.raises(BenchError, match="a tool on a path: the output differs from the source"):
+        check_identical(str(source), str(copy), what="a tool on a path")
+    with pytest.raises(BenchError, match="a tool on a path: the output differs from the source"):
+        check_manifest(str(manifest), str(copy), what="a tool on a path")
+
+
+def test_every_peer_on_a_path_and_the_skipped_ones() -> None:
+    src = rbd_endpoint("/c/ceph.conf", "rbd", "src")
+    dst = local_endpoint("loop", "/dev/loop9")
+    route = Route("rbd", "loop")
+    found = {tool.name: tool for tool in tools(route, src, dst, "/c/ceph.conf")}
+    assert list(found) == [
+        "asyncopy",
+        "qemu-img convert -n",
+        "qemu-img convert -n -m 16 -W",
+        "cinder copy_volume",
+    ]
+    assert found["qemu-img convert -n -m 16 -W"].argv == (
+        "qemu-img",
+        "convert",
+        "-f",
+        "raw",
+        "-O",
+        "raw",
+        "-n",
+        "-m",
+        "16",
+        "-W",
+        "rbd:rbd/src:conf=/c/ceph.conf",
+        "/dev/loop9",
+    )
+    assert found["cinder copy_volume"].precreate
+    assert found["cinder copy_volume"].argv[-2:] == ("rbd:rbd/src:conf=/c/ceph.conf", "/dev/loop9")
+    lean = tools(route, src, dst, "/c/ceph.conf", skip=("cinder copy_volume",))
+    assert [tool.name for tool in lean] == list(found)[:3]
+
+
+def run(tool: str, role: str, seconds: float, **extra: object) -> Run:
+    fields: dict[str, object] = {
+        "group": "main",
+        "layout": "50",
+        "path": "rbd -> rbd",
+        "tool": tool,
+        "role": role,
+        "round": 0,
+        "size": 1024 * MiB,
+        "seconds": seconds,
+        "peak_rss": 100 * MiB,
+    }
+    fields.update(extra)
+    return Run(**fields)  # type: ignore[arg-type]
+
+
+def test_best_peer_is_the_lowest_median_and_never_cinder() -> None:
+    runs = [
+        *(run("asyncopy", "asyncopy", s) for s in (0.9, 0.7, 5.0)),
+        *(run("qemu-img convert", "peer", s) for s in (1.0, 1.2, 0.1)),
+        *(run("rbd cp", "peer", s) for s in (1.5, 1.1, 1.3)),
+        *(run("cinder copy_volume", "cinder", s) for s in (0.5, 0.5, 0.5)),
+    ]
+    rows = report.rows(runs)
+    assert [row.tool for row in rows] == [
+        "asyncopy",
+        "qemu-img convert",
+        "rbd cp",
+        "cinder copy_volume",
+    ]
+    assert rows[0].seconds == report.Stats(0.9, 0.7, 5.0, 3)
+    (summary,) = report.path_summaries(rows)
+    assert summary.best_peer is not None
+    assert summary.best_peer.tool == "qemu-img convert"  # median 1.0 beats rbd cp's 1.3
+    assert summary.ratio_best == pytest.approx(0.9)
+    assert summary.ratio_cinder == pytest.approx(1.8)
+
+    peer, cinder = report.path_targets(rows)
+    assert not peer.met  # 0.9x is over 0.8x
+    assert peer.value == pytest.approx(0.9)
+    assert not cinder.met
+    assert cinder.value == pytest.approx(1.8)
+    assert "qemu-img convert 1.00 s" in peer.figure
+
+
+def test_targets_met_and_not_met() -> None:
+    runs = [
+        run("asyncopy", "asyncopy", 0.5, allocated=512 * MiB, source_allocated=512 * MiB),
+        run(
+            "asyncopy --verify",
+            "asyncopy --verify",
+            0.9,
+            allocated=600 * MiB,
+            source_allocated=512 * MiB,
+        ),
+        run("qemu-img convert", "peer", 1.0),
+        run("cinder copy_volume", "cinder", 2.0),
+        run("asyncopy verify", "check", 0.3, group="verify", path="rbd vs rbd copy"),
+        run("qemu-img compare", "check", 0.6, group="verify", path="rbd vs rbd copy"),
+        run("asyncopy", "asyncopy", 3.0, group="sparse", layout="64 GiB thin", size=64 << 30),
+        run("asyncopy", "asyncopy", 1.0, group="sparse", layout="256 MiB dense", size=256 * MiB),
+        run("asyncopy", "asyncopy", 1.0, group="rss", layout="1 GiB", peak_rss=90 * MiB),
+        run(
+            "asyncopy",
+            "asyncopy",
+            1.0,
+            group="rss",
+            layout="16 GiB",
+            size=16 << 30,
+            peak_rss=100 * MiB,
+        ),
+    ]
+    goals = {goal.name: goal for goal in report.targets(report.rows(runs), runs)}
+    met = {name: goal.met for name, goal in goals.items()}
+    assert met == {
+        "rbd -> rbd, 50%: asyncopy <= 0.8x best peer": True,  # 0.5 / 1.0
+        "rbd -> rbd, 50%: asyncopy <= 0.3x Cinder copy_volume": True,  # 0.5 / 2.0 = 0.25
+        "rbd vs rbd copy, 50%: asyncopy verify no slower than qemu-img compare": True,  # 0.3, 0.6
+        "rbd -> rbd, 50%: copy --verify costs no more than a separate qemu-img compare": True,
+        "rbd -> rbd: 64 GiB thin <= 2x 256 MiB dense": False,  # 3.0 / 1.0
+        "asyncopy peak RSS <= 64 MiB + in-flight budget 64.0 MiB": True,  # 100 MiB
+        "asyncopy peak RSS flat: 16 GiB within 10% of 1 GiB": False,  # 100 / 90 MiB
+        "asyncopy destination never more allocated than its source": False,  # 600 vs 512 MiB
+    }
+    flat = next(goal for name, goal in goals.items() if "flat" in name)
+    assert flat.value == pytest.approx(100 / 90)
+    overhead = next(goal for name, goal in goals.items() if "copy --verify" in name)
+    assert overhead.value == pytest.approx(0.4)
+    assert "+0.40 s (+80%)" in overhead.figure
+
+
+def test_rounds_rotate_and_filters_pick_known_names() -> None:
+    assert [rotated("abc", n) for n in range(4)] == [
+        ["a", "b", "c"],
+        ["b", "c", "a"],
+        ["c", "a", "b"],
+        ["a", "b", "c"],
+    ]
+    assert [lay.id for lay in pick(LAYOUTS, "1%,100", "--layouts", lambda x: x.id)] == ["100", "1"]
+    with pytest.raises(BenchError, match="unknown 7; choose from 1, 100, 50"):
+        pick(LAYOUTS, "7", "--layouts", lambda x: x.id)
