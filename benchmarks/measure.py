@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Literal
 
 GNU_TIME = "/usr/bin/time"
 POISON = b"\xa5" * 4096  # stale bytes a copy must overwrite or zero
@@ -138,27 +139,28 @@ def own_seconds(tool: str, timing: Timing, size: int) -> float:
 def check_identical(reference: str, output: str, *, what: str) -> None:
     """``qemu-img compare``: a copy that differs from its source stops the benchmark."""
     argv = ["qemu-img", "compare", "-f", "raw", "-F", "raw", reference, output]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode == 1:
-        raise BenchError(
-            f"{what}: the output differs from the source ({last_lines(done.stdout)}); "
-            "a wrong copy is a failure, not a result"
-        )
-    if done.returncode != 0:
-        raise BenchError(f"{what}: qemu-img compare failed: {last_lines(done.stderr)}")
+    _check(argv, "qemu-img compare", what=what, says_why="stdout")
 
 
 def check_manifest(manifest: str, output: str, *, what: str) -> None:
     """``asyncopy verify --manifest``: reads only the output, against the source's digests."""
     argv = [sys.executable, "-m", "asyncopy", "verify", "--manifest", manifest, output]
+    _check(argv, "asyncopy verify", what=what, says_why="stderr")
+
+
+def _check(argv: list[str], tool: str, *, what: str, says_why: Literal["stdout", "stderr"]) -> None:
+    """Run a checker: exit 1 (different) or any other failure stops the benchmark.
+
+    ``says_why`` names the stream where the checker explains a difference."""
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode == 1:
+        why = done.stdout if says_why == "stdout" else done.stderr
         raise BenchError(
-            f"{what}: the output differs from the source ({last_lines(done.stderr)}); "
+            f"{what}: the output differs from the source ({last_lines(why)}); "
             "a wrong copy is a failure, not a result"
         )
     if done.returncode != 0:
-        raise BenchError(f"{what}: asyncopy verify failed: {last_lines(done.stderr)}")
+        raise BenchError(f"{what}: {tool} failed: {last_lines(done.stderr)}")
 
 
 def rbd_allocated(conf: str, image: str) -> int:

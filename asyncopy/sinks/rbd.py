@@ -89,7 +89,6 @@ class RbdSink(RbdVolume):
             return self.image.aio_write(held[0], offset, done)
 
         await self.complete("write", offset, len(data), submit, in_thread=True)
-        held.clear()
 
     async def write_zeroes(self, offset: int, length: int) -> bool:
         await self.complete(
