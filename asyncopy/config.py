@@ -16,7 +16,7 @@ anything is opened.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from oslo_config import cfg, types
@@ -118,6 +118,13 @@ OPTS: list[cfg.Opt] = [
         help="Seconds before an iSCSI login or command of the user-space initiator fails.",
     ),
     cfg.StrOpt(
+        "ionice",
+        default=_DEFAULTS.ionice,
+        help="I/O priority of the copies Cinder runs (asyncopy.cinder), as ionice's options: "
+        "-c3 for idle, -c2 -n7 for the lowest best-effort level; set with ioprio_set. Unset: "
+        "cinder-volume's own. copy_volume's ionice argument wins.",
+    ),
+    cfg.StrOpt(
         "root_helper",
         default=_DEFAULTS.root_helper,
         help="How os-brick runs commands as root (cinder-volume uses its rootwrap).",
@@ -134,10 +141,11 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(OPTS, group=GROUP)
 
 
-def load(files: Sequence[str]) -> cfg.ConfigOpts:
+def load(files: Sequence[str], defaults: Mapping[str, Any] | None = None) -> cfg.ConfigOpts:
     """A private ConfigOpts with asyncopy's options read from ``files`` (later files win).
 
-    Only these files are read: no ``/etc/asyncopy`` search, no environment.
+    Only these files are read: no ``/etc/asyncopy`` search, no environment. ``defaults``
+    replace options' defaults (Cinder's migrations verify unless a file says otherwise).
 
     Raises:
         UsageError: a file is missing, unreadable or unparsable, or holds a bad value; the
@@ -145,17 +153,22 @@ def load(files: Sequence[str]) -> cfg.ConfigOpts:
     """
     for path in files:  # each file alone, so that an error names its file
         try:
-            group(_read([path]))
+            group(_read([path], defaults))
         except UsageError as exc:
             raise UsageError(f"configuration file {path}: {exc}") from exc
-    conf = _read(files)
+    conf = _read(files, defaults)
     group(conf)
     return conf
 
 
-def _read(files: Sequence[str]) -> cfg.ConfigOpts:
+def _read(files: Sequence[str], defaults: Mapping[str, Any] | None = None) -> cfg.ConfigOpts:
     conf = cfg.ConfigOpts()
     register_opts(conf)
+    for name, value in (defaults or {}).items():
+        try:
+            conf.set_default(name, value, group=GROUP)
+        except cfg.NoSuchOptError as exc:
+            raise UsageError(f"[{GROUP}] has no option {name!r}") from exc
     try:
         conf(
             [],

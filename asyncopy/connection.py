@@ -7,7 +7,9 @@ user-space initiator (``[asyncopy] iscsi_transport``), and any other protocol th
 os-brick connector and the block-device endpoint. Closing detaches, on every path.
 
 This module runs trio; cinder-volume (eventlet) calls ``asyncopy.cinder``, which runs
-``python -m asyncopy.connection`` as a child: a request on stdin, JSON lines on stdout.
+``python -m asyncopy.connection`` as a child: a request as the first line of stdin, then
+``{"rate": N}`` lines that change the copy's limit (bytes per second, 0 for none) as other
+copies under the same Cinder throttle start and end; JSON lines on stdout.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
+import trio
 from oslo_config import cfg
 
 from asyncopy import config
@@ -31,7 +34,8 @@ from asyncopy.endpoint import Extent, Sink, Volume
 from asyncopy.engine import CopyResult, Progress, copy
 from asyncopy.errors import CopyFailed, UsageError
 from asyncopy.iscsi import IscsiOptions, IscsiSpec
-from asyncopy.process import tune_for_copy
+from asyncopy.process import io_priority, set_io_priority, tune_for_copy
+from asyncopy.rate import RateLimit
 from asyncopy.sinks.iscsi import open_iscsi_sink
 from asyncopy.sinks.rbd import open_rbd_sink
 from asyncopy.sources.iscsi import open_iscsi_source
@@ -39,6 +43,7 @@ from asyncopy.sources.rbd import open_rbd_source
 from asyncopy.uri import EndpointOptions, open_sink, open_source
 
 MiB = 1 << 20
+T = TypeVar("T")
 
 
 @asynccontextmanager
@@ -261,14 +266,21 @@ async def migrate(
     conf: cfg.ConfigOpts,
     target_is_zero: bool = False,
     progress: Callable[[Progress], None] | None = None,
+    verify: bool | None = None,
+    rate: RateLimit | None = None,
 ) -> CopyResult:
-    """Copy the first ``size`` bytes of one endpoint onto another, in this event loop."""
+    """Copy the first ``size`` bytes of one endpoint onto another, in this event loop.
+
+    ``verify`` None takes ``[asyncopy] verify``; ``rate`` limits the bytes read.
+    """
+    options = replace(config.copy_options(conf), digests=False)  # hashed if verifying
+    if verify is not None:
+        options = replace(options, verify=verify)
     async with (
         open_described_source(src, conf) as source,
         open_described_sink(dst, conf, size, target_is_zero) as sink,
     ):
-        options = replace(config.copy_options(conf), digests=False)  # hashed if verifying
-        return await copy(Window(source, size), sink, options, progress)
+        return await copy(Window(source, size), sink, options, progress, rate)
 
 
 # -- the child process of asyncopy.cinder.copy_volume_data ------------------------------------
@@ -276,24 +288,32 @@ async def migrate(
 
 def child_main() -> int:
     """``python -m asyncopy.connection``: one copy, asked on stdin, answered in JSON lines."""
-    tune_for_copy()
     try:
-        request = json.loads(sys.stdin.read())
-        conf = config.load(list(request["config_files"]))
+        request, control = _read_request()
+        conf = config.load(list(request["config_files"]), dict(request.get("defaults") or {}))
+        ionice = request.get("ionice") or config.group(conf).ionice
+        if ionice:  # before any thread starts: they inherit it
+            _set_io_priority(str(ionice))
+        tune_for_copy()
+        verify = request.get("verify")
 
         def report(done: Progress) -> None:
             line = {"done": done.done, "total": done.total, "skipped": done.skipped}
             print(json.dumps({"progress": line}), flush=True)
 
         async def job() -> CopyResult:
-            return await migrate(
+            rate = RateLimit(_rate(request.get("rate", 0)))
+            copying = migrate(
                 request["src"],
                 request["dst"],
                 int(request["size"]),
                 conf=conf,
                 target_is_zero=bool(request["target_is_zero"]),
                 progress=report,
+                verify=None if verify is None else bool(verify),
+                rate=rate,
             )
+            return await following_rate(control, rate, copying)
 
         result = run_interruptibly(job)
     except (UsageError, CopyFailed) as exc:
@@ -304,6 +324,65 @@ def child_main() -> int:
         return 2
     print(json.dumps({"result": result.summary()}), flush=True)
     return 0
+
+
+def _read_request(fd: int = 0) -> tuple[dict[str, Any], bytes]:
+    """The request (stdin's first line), and what was read past it, read unbuffered so that
+    the control lines after it are left to ``follow_rate``."""
+    data = b""
+    while b"\n" not in data:
+        piece = os.read(fd, 1 << 16)
+        if not piece:
+            break
+        data += piece
+    line, _, rest = data.partition(b"\n")
+    request = json.loads(line)
+    if not isinstance(request, dict):
+        raise TypeError("the request must be a JSON object")
+    return request, rest
+
+
+def _set_io_priority(ionice: str) -> None:
+    try:
+        set_io_priority(io_priority(ionice))
+    except OSError as exc:
+        raise UsageError(f"cannot set the I/O priority {ionice!r}: {exc.strerror}") from exc
+
+
+def _rate(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"a rate must be a number of bytes per second, not {value!r}")
+    return value
+
+
+async def following_rate(already: bytes, rate: RateLimit, work: Awaitable[T]) -> T:
+    """Await ``work`` while the rate lines on stdin change ``rate``; its error raised alone."""
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow_rate, already, rate)
+            try:
+                return await work
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+async def follow_rate(already: bytes, rate: RateLimit, fd: int = 0) -> None:
+    """Apply each ``{"rate": N}`` line of ``fd`` (after ``already``) until its end."""
+    pending = already
+    async with trio.lowlevel.FdStream(os.dup(fd)) as stream:
+        while True:
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    rate.set_rate(_rate(json.loads(line)["rate"]))
+            piece = await stream.receive_some()
+            if not piece:
+                return
+            pending += piece
 
 
 if __name__ == "__main__":

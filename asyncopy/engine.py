@@ -13,6 +13,8 @@ Design:
   so the writes in flight never overlap, though they complete in any order.
 - Zeros are skipped on a sink known to read zeros, and zeroed otherwise: ``write_zeroes``
   first, zero buffers when the sink cannot. A hole is never trusted on any other sink.
+- A rate limit (``asyncopy.rate``) is spent by every read: a worker that has read a chunk
+  waits for its share of the limit before writing it.
 - Only the last write can end off the sink's block grid (a source whose size is not a
   multiple of the sink's block size); that block is read, patched and written back.
 - The first error cancels the pipeline and is raised alone. The sink is flushed at the end;
@@ -35,6 +37,7 @@ from asyncopy.chunks import aligned_buffer, chunk_bytes, fan_out, lender, plan_v
 from asyncopy.endpoint import BufferSource, Sink, Volume
 from asyncopy.errors import EndpointError, UsageError, VerificationFailed
 from asyncopy.plan import DataChunk, Segment, Work, ZeroRun, fill_zero, zero_segments
+from asyncopy.rate import RateLimit
 from asyncopy.verify import DIGEST_SIZE, DigestTable, chunk_digest, digest_volume
 
 MiB = 1 << 20
@@ -122,6 +125,7 @@ async def copy(
     sink: Sink,
     options: CopyOptions | None = None,
     progress: ProgressCallback | None = None,
+    rate: RateLimit | None = None,
 ) -> CopyResult:
     """Copy every byte of ``source`` onto the start of ``sink``.
 
@@ -130,13 +134,15 @@ async def copy(
         sink: an open endpoint at least as large as the source.
         options: chunking, concurrency, sparseness and verification settings.
         progress: called at most every ``options.progress_interval`` seconds, and at the end.
+        rate: a bytes-per-second limit on what the copy reads (``asyncopy.rate``), which may
+            be shared with other copies and changed while this one runs; none if None.
 
     Raises:
         UsageError: the sink is too small or the block sizes do not fit the options;
             nothing was written.
         CopyFailed: an I/O error, a short read, a failed flush or a failed verification.
     """
-    return await _Copy(source, sink, options or CopyOptions(), progress).run()
+    return await _Copy(source, sink, options or CopyOptions(), progress, rate).run()
 
 
 def check_fit(source: Volume, sink: Sink, options: CopyOptions) -> None:
@@ -157,9 +163,15 @@ def check_fit(source: Volume, sink: Sink, options: CopyOptions) -> None:
 
 class _Copy:
     def __init__(
-        self, source: Volume, sink: Sink, options: CopyOptions, progress: ProgressCallback | None
+        self,
+        source: Volume,
+        sink: Sink,
+        options: CopyOptions,
+        progress: ProgressCallback | None,
+        rate: RateLimit | None,
     ) -> None:
         self.source = source
+        self.rate = rate or RateLimit()
         self.sink = sink
         self.options = options
         self.progress = progress
@@ -221,6 +233,7 @@ class _Copy:
     async def _copy_chunk(self, chunk: DataChunk, buf: memoryview) -> None:
         view, got = await chunk_bytes(self.source, self.lender, chunk, buf)
         self.read += got  # not `+= await`: that loads the counter before other tasks run
+        await self.rate.spend(got)
         digest, segments = await trio.to_thread.run_sync(
             _analyse, view, self.options.sparse_size, self.hashing, limiter=self.cpu
         )
@@ -254,7 +267,9 @@ class _Copy:
     async def _write_zero_buffers(self, offset: int, length: int) -> None:
         zeros = _zero_buffer(self.options.chunk_size)
         for start in range(offset, offset + length, len(zeros)):
-            await self.sink.write(start, zeros[: min(len(zeros), offset + length - start)])
+            piece = zeros[: min(len(zeros), offset + length - start)]
+            await self.rate.spend(len(piece))
+            await self.sink.write(start, piece)
 
     def _aligned_length(self, offset: int, length: int) -> int:
         """How much of [offset, offset+length) can be written as is (all but an unaligned end)."""
@@ -287,7 +302,12 @@ class _Copy:
 
     async def _verify(self) -> None:
         actual = await digest_volume(
-            self.sink, self.source.size, self.options.chunk_size, self.options.workers, self.cpu
+            self.sink,
+            self.source.size,
+            self.options.chunk_size,
+            self.options.workers,
+            self.cpu,
+            self.rate,
         )
         differing = self.digests.differing(actual)
         if differing:

@@ -19,6 +19,10 @@ class UsageError(AsyncopyError):
     """Bad input (missing file, bad size, destination too small): nothing was written."""
 
 
+class IncompatibleCinder(UsageError):
+    """The running Cinder's volume manager is not the one ``asyncopy.cinder.manager`` knows."""
+
+
 class CopyFailed(AsyncopyError):
     """A copy or a verification failed; the destination must not be trusted."""
 

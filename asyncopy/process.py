@@ -1,5 +1,8 @@
 """Settings for a process whose one job is a copy: the CLI and the Cinder copy child.
 
+- Its I/O priority, when asked for (Cinder's ``ionice``): ``ioprio_set`` before any thread
+  starts, so that librbd's and os-brick's threads inherit it.
+
 - Everything imported so far lives as long as the process: ``gc.freeze`` moves it out of
   the collector's sight. librbd completions leave cyclic garbage at every request, and the
   full collections that follow would otherwise scan the whole heap again and again (an
@@ -12,8 +15,13 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import gc
+import os
+import platform
 import sys
+
+from asyncopy.errors import UsageError
 
 M_ARENA_MAX = -8  # glibc's malloc.h
 
@@ -24,3 +32,73 @@ def tune_for_copy() -> None:
     libc = ctypes.CDLL(None) if sys.platform == "linux" else None
     if libc is not None and hasattr(libc, "mallopt"):  # glibc's; musl has none
         libc.mallopt(M_ARENA_MAX, 1)
+
+
+# ioprio_set(2): the syscall's number by machine, who = a process, the class in bits 13-15.
+_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "ppc64le": 273, "s390x": 282}
+_IOPRIO_WHO_PROCESS = 1
+_IOPRIO_CLASS_SHIFT = 13
+_IO_CLASSES = {"none": 0, "realtime": 1, "best-effort": 2, "idle": 3}
+
+
+def io_priority(ionice: str) -> int:
+    """The ioprio value of ``ionice``'s options (``-c3``, ``-c 2 -n 7``, ``--class idle``),
+    as Cinder's ``volume_clear_ionice`` and ``copy_volume(ionice=...)`` spell them.
+
+    Raises:
+        UsageError: options that ionice would not take.
+    """
+    words = ionice.replace("=", " ").split()
+    klass: int | None = None
+    level = 4
+    position = 0
+    while position < len(words):
+        word = words[position]
+        flag, value = (word[:2], word[2:]) if word[:2] in ("-c", "-n") and word[2:] else (word, "")
+        if flag in ("-t", "--ignore"):
+            position += 1
+            continue
+        if not value:
+            position += 1
+            if position == len(words):
+                raise UsageError(f"ionice options {ionice!r}: {flag} needs a value")
+            value = words[position]
+        if flag in ("-c", "--class"):
+            klass = _IO_CLASSES.get(value, int(value) if value.isdigit() else -1)
+            if klass not in _IO_CLASSES.values():
+                raise UsageError(f"ionice options {ionice!r}: no I/O class {value!r}")
+        elif flag in ("-n", "--classdata") and value.isdigit() and int(value) < 8:
+            level = int(value)
+        else:
+            raise UsageError(f"ionice options {ionice!r}: cannot use {word!r}")
+        position += 1
+    klass = _IO_CLASSES["best-effort"] if klass is None else klass
+    return klass << _IOPRIO_CLASS_SHIFT | (level if klass in (1, 2) else 0)
+
+
+def set_io_priority(value: int) -> None:
+    """Give this process (and the threads it starts afterwards) the I/O priority ``value``.
+
+    Raises:
+        OSError: the kernel refused (a realtime class needs CAP_SYS_ADMIN).
+    """
+    number = _IOPRIO_SET.get(platform.machine())
+    if number is None:
+        raise OSError(errno.ENOSYS, f"ioprio_set is not known on {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(number, _IOPRIO_WHO_PROCESS, 0, value) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def io_priority_now() -> int:
+    """This process's I/O priority (ioprio_get), for checks."""
+    number = _IOPRIO_SET.get(platform.machine())
+    if number is None:
+        raise OSError(errno.ENOSYS, f"ioprio_get is not known on {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    value = int(libc.syscall(number + 1, _IOPRIO_WHO_PROCESS, 0))
+    if value < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return value

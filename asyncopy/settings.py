@@ -38,6 +38,7 @@ class Settings:
     ceph_conf: str | None
     ceph_timeout: float
     iscsi_timeout: int
+    ionice: str | None
     root_helper: str
 
 
@@ -53,6 +54,7 @@ DEFAULTS = Settings(
     ceph_conf=_ENDPOINT.ceph.conf,
     ceph_timeout=_ENDPOINT.ceph.timeout,
     iscsi_timeout=_ENDPOINT.iscsi.timeout,
+    ionice=None,
     root_helper=_ENDPOINT.root_helper,
 )
 

@@ -36,6 +36,7 @@ from asyncopy.chunks import (
 from asyncopy.endpoint import Volume
 from asyncopy.errors import UsageError
 from asyncopy.plan import DataChunk, Work, ZeroRun, fill_zero, merge_indices, zero_bytes
+from asyncopy.rate import RateLimit
 
 ALGORITHM = "xxh3-128"
 DIGEST_SIZE = 16
@@ -196,8 +197,11 @@ async def digest_volume(
     chunk_size: int,
     workers: int,
     cpu: trio.CapacityLimiter | None = None,
+    rate: RateLimit | None = None,
 ) -> DigestTable:
     """Digest [0, length) of ``volume``, reading only what its allocation map says is data.
+
+    The bytes read are spent through ``rate`` (a copy's limit covers its re-read too).
 
     Bytes past the volume's end count as zeros, so two volumes of different sizes compare
     equal when the larger one's extra bytes read as zeros (as ``qemu-img compare`` does).
@@ -228,6 +232,8 @@ async def digest_volume(
             else:
                 await _read_padded(volume, item, buf, want)
                 span = buf[:want]
+            if rate is not None:
+                await rate.spend(len(span))
             table.set(index, await trio.to_thread.run_sync(chunk_digest, span, limiter=cpu))
 
         return work

@@ -213,3 +213,28 @@ def test_copy_volume_takes_paths_and_file_objects(tmp_path: Path, make_loop: Mak
     assert (tmp_path / "copy.img").read_bytes() == content[: 8 * MiB]
     with pytest.raises(CopyFailed, match="not a path or RBD image"):
         copy_volume(object(), device, 16, "1M")
+
+
+def test_the_manager_refuses_a_cinder_it_does_not_know() -> None:
+    """Cinder's real VolumeManager passes; one whose _copy_volume_data changed is refused."""
+    script = (
+        "from cinder import objects; objects.register_all()\n"
+        "from cinder.volume import manager\n"
+        "from asyncopy.cinder.manager import VolumeManager, check_cinder\n"
+        "from asyncopy.errors import IncompatibleCinder\n"
+        "check_cinder()\n"
+        "assert issubclass(VolumeManager, manager.VolumeManager)\n"
+        "class Changed(manager.VolumeManager):\n"
+        "    def _copy_volume_data(self, ctxt, src_vol, dest_vol, remote=None, how=None):\n"
+        "        pass\n"
+        "try:\n"
+        "    check_cinder(Changed)\n"
+        "except IncompatibleCinder as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "VolumeManager._copy_volume_data takes" in done.stdout
+    assert "volume_manager back to cinder.volume.manager.VolumeManager" in done.stdout

@@ -76,6 +76,7 @@ def test_the_defaults_are_the_engines_and_the_endpoints() -> None:
         ceph_conf=None,
         ceph_timeout=ceph.DEFAULT_TIMEOUT,
         iscsi_timeout=iscsi.DEFAULT_TIMEOUT,
+        ionice=None,
         root_helper="sudo",
     )
     assert config.copy_options(conf) == CopyOptions()

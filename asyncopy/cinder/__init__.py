@@ -1,0 +1,351 @@
+"""asyncopy for cinder-volume: ``copy_volume_data``, a drop-in ``copy_volume``, and (in
+``asyncopy.cinder.manager``) a volume manager that copies through them.
+
+cinder-volume runs under eventlet, monkey-patched, where trio cannot even be imported (its
+socket and select modules are replaced). So this package imports neither trio nor anything
+that does: the copy runs in a child process (``python -m asyncopy.connection``). The child
+reads its request, secrets included, as the first line of its stdin (never on its command
+line); later lines change its rate limit while it copies. It answers with JSON lines,
+progress then the result. Waiting on it is cooperative under eventlet (its patched
+``subprocess``), and a crash in a storage library cannot take cinder-volume down with it.
+Every failure is one ``CopyFailed`` naming the endpoint, the operation and the offset.
+
+A rate limit is shared as Cinder shares ``volume_copy_bps_limit``: the copies running under
+one ``RateShare`` (one per Cinder ``Throttle``, one per volume manager) split its bytes per
+second evenly, and each is told its new share when one starts or ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Mapping
+from typing import IO, Any
+
+from asyncopy.errors import CopyFailed
+
+ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes in all)
+Tell = Callable[[int], None]  # sends one copy its bytes per second
+
+
+class RateShare:
+    """A bytes-per-second limit split evenly among the copies running under it (0: none)."""
+
+    def __init__(self, bytes_per_second: int = 0) -> None:
+        self.bytes_per_second = bytes_per_second
+        self._members: list[Tell] = []
+        self._lock = threading.Lock()  # a green lock under eventlet's patching
+
+    def each(self) -> int:
+        """What every copy may move now."""
+        if not self.bytes_per_second:
+            return 0
+        return max(1, self.bytes_per_second // max(1, len(self._members)))
+
+    def join(self, tell: Tell, start: Tell) -> None:
+        """Add a copy: ``start`` gets its share, then every other copy is told its new one.
+
+        Both run under the share's lock, so no new share reaches a copy before it started.
+        """
+        with self._lock:
+            self._members.append(tell)
+            start(self.each())
+            self._retell(exclude=tell)
+
+    def leave(self, tell: Tell) -> None:
+        """Remove a copy (ended, however it ended); the others get the bytes it had."""
+        with self._lock:
+            if tell in self._members:
+                self._members.remove(tell)
+                self._retell()
+
+    def set_limit(self, bytes_per_second: int) -> None:
+        """A new limit for every copy under the share (the running ones are told)."""
+        with self._lock:
+            if bytes_per_second != self.bytes_per_second:
+                self.bytes_per_second = bytes_per_second
+                self._retell()
+
+    def _retell(self, exclude: Tell | None = None) -> None:
+        rate = self.each()
+        for tell in self._members:
+            if tell is not exclude:
+                tell(rate)
+
+
+_SHARES: weakref.WeakKeyDictionary[object, RateShare] = weakref.WeakKeyDictionary()
+_SHARES_LOCK = threading.Lock()
+
+
+def rate_share(owner: object, bytes_per_second: int) -> RateShare:
+    """The share of ``owner`` (a Cinder ``Throttle``, a volume manager), at this limit."""
+    with _SHARES_LOCK:
+        share = _SHARES.get(owner)
+        if share is None:
+            share = _SHARES[owner] = RateShare(bytes_per_second)
+    share.set_limit(bytes_per_second)
+    return share
+
+
+def copy_volume_data(
+    src_connection_info: Mapping[str, Any],
+    dst_connection_info: Mapping[str, Any],
+    size: int,
+    *,
+    conf: Any = None,
+    target_is_zero: bool = False,
+    progress: ProgressCallback | None = None,
+    verify: bool | None = None,
+    rate: RateShare | None = None,
+    ionice: str | None = None,
+) -> dict[str, Any]:
+    """Copy the first ``size`` bytes of one Cinder volume onto another; block until done.
+
+    Args:
+        src_connection_info: the source volume's ``initialize_connection`` result.
+        dst_connection_info: the destination's; the volume exists and holds ``size`` bytes.
+        size: bytes to copy (a Cinder volume's size in GiB times 2**30).
+        conf: an oslo.config ConfigOpts: the copy reads its config files' ``[asyncopy]``.
+        target_is_zero: the destination is known to read zeros (Cinder's ``sparse``).
+        progress: called with (bytes done, bytes in all) as the copy goes.
+        verify: re-read and compare the destination; None takes ``[asyncopy] verify``.
+        rate: the bytes-per-second limit this copy shares with others; none if None.
+        ionice: ionice's options for the copy's I/O priority (``-c3``, ``-c2 -n7``).
+
+    Returns:
+        The copy's figures: bytes_total, bytes_read, bytes_written, bytes_zeroed,
+        bytes_skipped, seconds, verified, verify_seconds.
+
+    Raises:
+        CopyFailed: the one exception for every failure, its message one line naming the
+            endpoint, the operation and the offset. Bad input (a connection_info or setting
+            that cannot work, a destination too small) fails before anything is written.
+    """
+    request = {
+        "src": {"connection_info": dict(src_connection_info)},
+        "dst": {"connection_info": dict(dst_connection_info)},
+        "size": size,
+        "config_files": _config_files(conf),
+        "target_is_zero": target_is_zero,
+        "verify": verify,
+        "ionice": ionice,
+    }
+    return run_child(request, progress, rate)
+
+
+def _config_files(conf: Any) -> list[str]:
+    files = getattr(conf, "config_file", None) if conf is not None else None
+    return [str(path) for path in files or []]
+
+
+def run_child(
+    request: Mapping[str, Any],
+    progress: ProgressCallback | None,
+    rate: RateShare | None = None,
+) -> dict[str, Any]:
+    """Run one copy in ``python -m asyncopy.connection``; its result, or its error raised.
+
+    The child is killed and waited for if this wait is interrupted (a green thread killed
+    when cinder-volume stops): no copy outlives its caller.
+    """
+    child = subprocess.Popen(
+        [sys.executable, "-m", "asyncopy.connection"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None
+    control = _Control(child.stdin)
+    share = rate or RateShare()
+    try:
+        share.join(control.tell, lambda each: control.send({**request, "rate": each}))
+        try:
+            out, errors = _talk(child, progress)
+        finally:
+            share.leave(control.tell)
+    except BaseException:
+        child.kill()
+        child.wait()
+        raise
+    finally:
+        control.close()
+    if child.returncode != 0 or out is None:
+        raise CopyFailed(errors or f"the copy process exited with {child.returncode}")
+    return out
+
+
+class _Control:
+    """The child's stdin: the request line, then ``{"rate": N}`` lines."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def send(self, message: Mapping[str, Any]) -> None:
+        with contextlib.suppress(BrokenPipeError, ValueError):  # the child is gone: its
+            self.stream.write(json.dumps(message) + "\n")  # exit status will say why
+            self.stream.flush()
+
+    def tell(self, each: int) -> None:
+        self.send({"rate": each})
+
+    def close(self) -> None:
+        with contextlib.suppress(BrokenPipeError):
+            self.stream.close()
+
+
+def _talk(
+    child: subprocess.Popen[str], progress: ProgressCallback | None
+) -> tuple[dict[str, Any] | None, str]:
+    assert child.stdout is not None
+    assert child.stderr is not None
+    result: dict[str, Any] | None = None
+    for line in child.stdout:
+        message = json.loads(line)
+        if "progress" in message and progress is not None:
+            progress(message["progress"]["done"], message["progress"]["total"])
+        result = message.get("result", result)
+    errors = child.stderr.read().strip().splitlines()
+    child.wait()
+    return result, errors[-1] if errors else ""
+
+
+def copy_volume(
+    src: Any,
+    dest: Any,
+    size_in_m: int,
+    blocksize: Any = None,
+    sync: bool = False,
+    execute: Any = None,
+    ionice: Any = None,
+    throttle: Any = None,
+    sparse: bool = False,
+    *,
+    conf: Any = None,
+) -> None:
+    """A drop-in for ``cinder.volume.volume_utils.copy_volume``.
+
+    ``src`` and ``dest`` are device or file paths, file objects opened on a path, or os-brick
+    ``RBDVolumeIOWrapper`` objects, which are unwrapped to their pool and image (read and
+    written through librbd, concurrently and sparsely, not through the wrapper's serial
+    ``read``/``write``). ``sparse`` keeps Cinder's meaning: the destination reads as zeros,
+    so zero blocks are skipped.
+
+    - ``throttle``: a Cinder ``Throttle``; its ``bps_limit`` (``volume_copy_bps_limit``) is
+      the copy's rate limit, shared with every other copy under the same throttle, on every
+      path (Cinder's own covers only ``dd`` between block devices). None takes Cinder's
+      default throttle, as Cinder does.
+    - ``ionice``: ionice's options, set as the copy's I/O priority (``ioprio_set``).
+    - ``sync``: the copy is always flushed to stable storage before this returns.
+    - A ``/dev/zero`` source (Cinder clearing a volume) and ``blocksize``/``execute`` are
+      Cinder's business: such a call goes to Cinder's own ``copy_volume``.
+
+    Raises:
+        CopyFailed: the copy failed (or an argument cannot be copied from or to).
+    """
+    if isinstance(src, str) and os.path.realpath(src) == "/dev/zero":
+        cinders = {"sync": sync, "ionice": ionice, "throttle": throttle, "sparse": sparse}
+        if execute is not None:
+            cinders["execute"] = execute
+        _cinder_copy_volume()(src, dest, size_in_m, blocksize, **cinders)
+        return
+    throttle = throttle if throttle is not None else _cinder_default_throttle()
+    limit = int(getattr(throttle, "bps_limit", 0) or 0)
+    share = rate_share(throttle, limit) if throttle is not None else None
+    size = int(size_in_m) << 20
+    copy_handles(src, dest, size, sparse=sparse, conf=conf, rate=share, ionice=ionice or None)
+
+
+def copy_handles(
+    src: Any,
+    dest: Any,
+    size: int,
+    *,
+    sparse: bool,
+    conf: Any = None,
+    progress: ProgressCallback | None = None,
+    rate: RateShare | None = None,
+    ionice: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Copy ``size`` bytes between what Cinder's ``_attach_volume`` returned (paths, file
+    objects, ``RBDVolumeIOWrapper`` objects; see ``copy_volume``); the copy's figures.
+
+    ``defaults`` replace ``[asyncopy]`` defaults (a config file's value still wins).
+    """
+    request = {
+        "src": describe(src),
+        "dst": describe(dest),
+        "size": size,
+        "config_files": _config_files(conf),
+        "target_is_zero": bool(sparse),
+        "verify": None,
+        "ionice": ionice,
+        "defaults": dict(defaults or {}),
+    }
+    return run_child(request, progress, rate)
+
+
+def _cinder_copy_volume() -> Callable[..., None]:
+    """Cinder's own ``copy_volume``, also when this drop-in was installed in its place."""
+    from cinder.volume import throttling, volume_utils
+
+    if volume_utils.copy_volume is not copy_volume:
+        original: Callable[..., None] = volume_utils.copy_volume
+        return original
+
+    def with_path(src: str, dest: str, size_in_m: int, blocksize: Any, **kwargs: Any) -> None:
+        throttle = kwargs.pop("throttle", None) or throttling.Throttle.get_default()
+        with throttle.subcommand(src, dest) as command:  # as Cinder's copy_volume does
+            volume_utils._copy_volume_with_path(
+                command["prefix"], src, dest, size_in_m, blocksize, **kwargs
+            )
+
+    return with_path
+
+
+def _cinder_default_throttle() -> Any:
+    """Cinder's default ``Throttle`` (a driver's ``set_throttle`` sets it), if Cinder is here."""
+    throttling = sys.modules.get("cinder.volume.throttling")
+    return throttling.Throttle.get_default() if throttling is not None else None
+
+
+def describe(volume: Any) -> dict[str, Any]:
+    """How the child process reaches what ``copy_volume`` was handed."""
+    if isinstance(volume, str | os.PathLike):
+        return {"uri": f"file:{os.fspath(volume)}"}
+    if all(hasattr(volume, name) for name in ("rbd_image", "rbd_pool", "rbd_user", "rbd_conf")):
+        image = volume.rbd_image
+        name = image.get_name()
+        snapshot = image.get_snap_name() if hasattr(image, "get_snap_name") else None
+        uri = f"rbd:{_escape(volume.rbd_pool)}/{_escape(name)}"
+        if snapshot:
+            uri += f"@{_escape(snapshot)}"
+        if volume.rbd_conf:
+            uri += f":conf={_escape(volume.rbd_conf)}"
+        if volume.rbd_user:
+            uri += f":id={_escape(volume.rbd_user)}"
+        return {"uri": uri, "callers_handles": 1}  # the caller's handle stays open meanwhile
+    path = getattr(volume, "name", None)
+    if isinstance(path, str) and os.path.exists(path):
+        return {"uri": f"file:{path}"}
+    raise CopyFailed(f"cannot copy from or to a {type(volume).__name__}: not a path or RBD image")
+
+
+def can_describe(volume: Any) -> bool:
+    """Whether ``copy_volume`` can take this handle (else Cinder's own copy must)."""
+    try:
+        describe(volume)
+    except CopyFailed:
+        return False
+    return True
+
+
+def _escape(text: str) -> str:
+    """A name inside an ``rbd:`` URI, with ``:`` and ``\\`` escaped as qemu's syntax wants."""
+    return text.replace("\\", "\\\\").replace(":", "\\:")
