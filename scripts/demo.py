@@ -1,7 +1,7 @@
 """The demo: a sparse Cinder volume migrated RBD -> iSCSI LUN -> RBD, and RBD -> a device
 attached through os-brick -> RBD, every copy verified, with a table.
 
-1. Boot the dev stack (a single-node Ceph cluster with a memstore OSD of 3 x the volume size
+1. Boot the dev stack (a single-node Ceph cluster with a memstore OSD of 5 x the volume size
    plus 256 MiB, and tgtd) on loopback, all of it in a temporary directory.
 2. Make the source: a sparse file (``--size``, default 1 GiB) with 50% of its 4 MiB blocks
    written with random bytes, scattered, copied into a new RBD volume (which stays thin).
@@ -12,6 +12,9 @@ attached through os-brick -> RBD, every copy verified, with a table.
    zeros, so holes must be zeroed), and that device to another new RBD volume.
 4. Print a row per copy, then compare the original volume with each final one as ``asyncopy
    verify`` does; exit 1 if any differs.
+5. Run Cinder's own ``migrate_volume`` (generic path) RBD -> NFS -> RBD twice
+   (``benchmarks/cinder_migration.py``): as Cinder ships, and with the one ``volume_manager``
+   line that puts asyncopy's manager in its place; a line per direction, time and allocation.
 
 Every resource is an ExitStack callback (loop device detached, LUN removed, dev stack stopped,
 directory removed), run at the end, after an error (one line, exit 2) and after Ctrl-C
@@ -31,6 +34,7 @@ import time
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from asyncopy import devstack
 from asyncopy.api import copy_uri, verify_uris
@@ -61,7 +65,7 @@ def demo(cleanup: ExitStack, size: int) -> int:
     options = CopyOptions(verify=True)
     work = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="asyncopy-demo-")))
     cleanup.callback(devstack.down, work / "stack")
-    stack = devstack.up(work / "stack", osd_bytes=3 * size + 256 * MIB)
+    stack = devstack.up(work / "stack", osd_bytes=5 * size + 256 * MIB)  # stock Cinder: thick
     print(f"dev stack up: Ceph on {stack.mon_host}, tgtd on {stack.iscsi_portal}", flush=True)
 
     def rbd(name: str) -> str:
@@ -104,7 +108,53 @@ def demo(cleanup: ExitStack, size: int) -> int:
         )
         differing = differing or bool(ranges)
         print(f"  rbd/volume vs rbd/{name}: {'DIFFERENT' if ranges else 'identical'}")
-    return 1 if differing else 0
+    return 1 if differing or not cinder_migrations(stack, work) else 0
+
+
+def cinder_migrations(stack: devstack.Stack, work: Path) -> bool:
+    """Cinder's own migrate_volume RBD -> NFS -> RBD, stock and with asyncopy's manager
+    (``benchmarks/cinder_migration.py``); one line per direction. True if all went well."""
+    print("\nCinder's migrate_volume (generic path), a 1 GiB volume holding 12 MiB:")
+    print("| direction | stock Cinder | with asyncopy's volume_manager |")
+    print("|---|---|---|")
+    reports = {manager: migration(stack, work / manager, manager) for manager in MANAGERS}
+    ok = True
+    for index, name in enumerate(("RBD -> NFS", "NFS -> RBD")):
+        cells = []
+        for manager in MANAGERS:
+            done = reports[manager]["directions"][index]
+            good = done["migration_status"] == "success" and done["digest_equal"]
+            ok = ok and good
+            shown = f"{done['seconds']:.2f} s, {human(done['destination_allocated'])} allocated"
+            cells.append(shown if good else f"FAILED ({done['error']})")
+        print(f"| {name} | {' | '.join(cells)} |", flush=True)
+    return ok
+
+
+MANAGERS = ("stock", "asyncopy")
+
+
+def migration(stack: devstack.Stack, workdir: Path, manager: str) -> dict[str, Any]:
+    command = [sys.executable, "-W", "ignore", "-m", "benchmarks.cinder_migration"]
+    command += ["--ceph-conf", stack.ceph_conf, "--pool", stack.pool]
+    command += ["--workdir", str(workdir), "--manager", manager]
+    root = Path(__file__).resolve().parent.parent
+    try:
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
+    finally:  # what an interrupted run left mounted
+        for point in reversed(_mounts_under(workdir)):
+            subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
+    if done.returncode != 0:
+        why = done.stderr.strip()[-500:]
+        raise subprocess.SubprocessError(f"the {manager} migration failed: {why}")
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def _mounts_under(root: Path) -> list[str]:
+    with open("/proc/self/mounts") as mounts:
+        points = [line.split()[1] for line in mounts]
+    return [point for point in points if point.startswith(f"{root}/")]
 
 
 def remove_lun(stack: devstack.Stack, lun: devstack.Lun, patience: float = 10.0) -> None:
