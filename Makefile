@@ -30,7 +30,7 @@ test: lint
 	$(BIN)/pytest
 
 demo: deps
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python -m scripts.demo
 
 # BENCH_ARGS: e.g. --quick, --size 1G, --paths rbd-rbd,rbd-file, --layouts 50 (see --help)
 bench: deps

@@ -37,6 +37,7 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +47,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from asyncopy import devstack
 from asyncopy.engine import DEFAULT_MAX_INFLIGHT
@@ -54,6 +55,7 @@ from asyncopy.errors import AsyncopyError
 from asyncopy.loopdev import loop_device
 from asyncopy.sizes import human, parse_size
 from benchmarks import report
+from benchmarks.cinder_runs import MANAGERS, migrate_there_and_back
 from benchmarks.measure import (
     BenchError,
     Run,
@@ -255,6 +257,7 @@ class Bench:
         self.runs: list[Run] = []
         self.sources: dict[str, dict[str, int]] = {}
         self.dst: dict[str, Endpoint] = {}
+        self.cinder: list[dict[str, Any]] = []
 
     def rbd(self, name: str) -> Endpoint:
         return rbd_endpoint(self.conf, self.pool, name)
@@ -270,6 +273,7 @@ class Bench:
         if self.s.extras:
             self.sparse_scaling()
             self.rss_scaling()
+        self.cinder_migrations()
 
     def make_destinations(self, cleanup: ExitStack) -> None:
         """Made once: the image name, a file, a loop device over a file, a thin LUN."""
@@ -541,6 +545,30 @@ class Bench:
         with ExitStack() as made:
             self.asyncopy_rounds("rss", self.images(wanted, made))
 
+    def cinder_migrations(self) -> None:
+        """Cinder's own migrate_volume RBD -> NFS -> RBD, stock and with asyncopy's manager,
+        interleaved over the rounds; a failed or corrupt migration stops the benchmark."""
+        for round_number in range(self.s.repeats):
+            for manager in rotated(MANAGERS, round_number):
+                log(f"cinder migrate_volume, {manager} manager, round {round_number + 1}")
+                workdir = self.work / f"cinder-{manager}-{round_number}"
+                try:
+                    found = migrate_there_and_back(self.conf, self.pool, workdir, manager)
+                except subprocess.SubprocessError as exc:
+                    raise BenchError(str(exc)) from exc
+                for done in found["directions"]:
+                    self.cinder.append(
+                        {
+                            "manager": manager,
+                            "round": round_number,
+                            "direction": f"{done['source']} -> {done['destination']}",
+                            "seconds": done["seconds"],
+                            "source_allocated": done["source_allocated"],
+                            "destination_allocated": done["destination_allocated"],
+                        }
+                    )
+                time.sleep(self.s.settle)
+
     def results(self, started: datetime) -> report.Results:
         settings = {
             "size": self.s.size,
@@ -573,6 +601,7 @@ class Bench:
             runs=self.runs,
             not_applicable=not_applicable + trimmed,
             seconds=(datetime.now(UTC) - started).total_seconds(),
+            cinder_migrations=self.cinder,
         )
 
 

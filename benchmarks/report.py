@@ -336,6 +336,8 @@ class Results:
     runs: list[Run]
     not_applicable: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    # Cinder's migrate_volume: manager, round, direction, seconds, source/destination allocated
+    cinder_migrations: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: Path) -> Results:
@@ -421,6 +423,8 @@ def render(
         parts.append(layout_section(layout, title, all_rows, results, links))
     parts.append(ceiling_section(all_rows))
     parts.append(extras_section(all_rows, links))
+    if results.cinder_migrations:
+        parts.append(cinder_section(results.cinder_migrations))
     if results.not_applicable:
         lines = [
             f"- {item['tool']} on {item['path']}: {item['why']}." for item in results.not_applicable
@@ -531,6 +535,35 @@ def ceiling_section(all_rows: Sequence[Row]) -> str:
     for row in all_rows:
         if row.group == "ceiling":
             lines.append(f"| {row.tool} | {spread(row.seconds)} | {row.mib_s:.0f} |")
+    return "\n".join(lines)
+
+
+def cinder_section(migrations: Sequence[dict[str, Any]]) -> str:
+    """Cinder's own migrate_volume, stock against the one volume_manager line, per direction."""
+    lines = [
+        "## Cinder's migrate_volume",
+        "",
+        "Cinder 29's generic migration of a 1 GiB volume holding 12 MiB between two "
+        "cinder-volume services (RBDDriver, NfsDriver), `python -m "
+        "benchmarks.cinder_migration`; wall time of `migrate_volume`, median (min-max).",
+        "",
+        "| direction | stock s | stock allocated | asyncopy s | asyncopy allocated | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for direction in dict.fromkeys(item["direction"] for item in migrations):
+        cells: list[str] = []
+        medians: list[float] = []
+        for manager in ("stock", "asyncopy"):
+            runs = [
+                item
+                for item in migrations
+                if item["direction"] == direction and item["manager"] == manager
+            ]
+            timing = stats([float(item["seconds"]) for item in runs])
+            medians.append(timing.median)
+            cells += [spread(timing), human(max(item["destination_allocated"] for item in runs))]
+        cells.append(format_ratio(medians[1] / medians[0] if medians[0] else None))
+        lines.append(f"| {md(direction)} | {' | '.join(cells)} |")
     return "\n".join(lines)
 
 

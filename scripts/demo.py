@@ -34,7 +34,6 @@ import time
 from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from asyncopy import devstack
 from asyncopy.api import copy_uri, verify_uris
@@ -44,6 +43,7 @@ from asyncopy.errors import AsyncopyError, UsageError
 from asyncopy.loopdev import loop_device
 from asyncopy.sizes import human, parse_size
 from asyncopy.testing import make_sparse_image
+from benchmarks.cinder_runs import MANAGERS, migrate_there_and_back
 
 MIB = 1 << 20
 
@@ -117,44 +117,19 @@ def cinder_migrations(stack: devstack.Stack, work: Path) -> bool:
     print("\nCinder's migrate_volume (generic path), a 1 GiB volume holding 12 MiB:")
     print("| direction | stock Cinder | with asyncopy's volume_manager |")
     print("|---|---|---|")
-    reports = {manager: migration(stack, work / manager, manager) for manager in MANAGERS}
-    ok = True
+    reports = {
+        manager: migrate_there_and_back(stack.ceph_conf, stack.pool, work / manager, manager)
+        for manager in MANAGERS
+    }  # each raises unless both directions succeeded with every byte intact
     for index, name in enumerate(("RBD -> NFS", "NFS -> RBD")):
         cells = []
         for manager in MANAGERS:
             done = reports[manager]["directions"][index]
-            good = done["migration_status"] == "success" and done["digest_equal"]
-            ok = ok and good
-            shown = f"{done['seconds']:.2f} s, {human(done['destination_allocated'])} allocated"
-            cells.append(shown if good else f"FAILED ({done['error']})")
+            cells.append(
+                f"{done['seconds']:.2f} s, {human(done['destination_allocated'])} allocated"
+            )
         print(f"| {name} | {' | '.join(cells)} |", flush=True)
-    return ok
-
-
-MANAGERS = ("stock", "asyncopy")
-
-
-def migration(stack: devstack.Stack, workdir: Path, manager: str) -> dict[str, Any]:
-    command = [sys.executable, "-W", "ignore", "-m", "benchmarks.cinder_migration"]
-    command += ["--ceph-conf", stack.ceph_conf, "--pool", stack.pool]
-    command += ["--workdir", str(workdir), "--manager", manager]
-    root = Path(__file__).resolve().parent.parent
-    try:
-        done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=600)
-    finally:  # what an interrupted run left mounted
-        for point in reversed(_mounts_under(workdir)):
-            subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
-    if done.returncode != 0:
-        why = done.stderr.strip()[-500:]
-        raise subprocess.SubprocessError(f"the {manager} migration failed: {why}")
-    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return report
-
-
-def _mounts_under(root: Path) -> list[str]:
-    with open("/proc/self/mounts") as mounts:
-        points = [line.split()[1] for line in mounts]
-    return [point for point in points if point.startswith(f"{root}/")]
+    return True
 
 
 def remove_lun(stack: devstack.Stack, lun: devstack.Lun, patience: float = 10.0) -> None:

@@ -112,6 +112,14 @@ def test_quick_run_measures_every_path_and_peer(tmp_path: Path) -> None:
     for phrase in ("qemu-img compare", "holding", "peak RSS flat", "more allocated"):
         assert phrase in names
     assert "## Targets" in markdown.read_text()
+    migrations = results["cinder_migrations"]
+    assert {(item["manager"], item["direction"]) for item in migrations} == {
+        (manager, direction)
+        for manager in ("stock", "asyncopy")
+        for direction in ("ceph -> nfs", "nfs -> ceph")
+    }
+    assert all(item["seconds"] > 0 for item in migrations)
+    assert "## Cinder's migrate_volume" in markdown.read_text()
     plots = sorted((tmp_path / "plots").glob("*.png"))
     assert [plot.name for plot in plots] == ["rss.png", "throughput-50.png"]
     for plot in plots:
