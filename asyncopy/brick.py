@@ -1,16 +1,24 @@
 """Volumes attached through os-brick from a Cinder ``connection_info``.
 
 Cinder describes how to reach a volume with ``{"driver_volume_type": "iscsi", "data": {...}}``
-(``initialize_connection``). os-brick turns that into a local block device and back; asyncopy
-then reads or writes the device with its block-device endpoints. So this module only attaches
-and detaches:
+(``initialize_connection``). os-brick turns that into a local path and back: a block device
+(iSCSI, FC, local...), or a regular file on a mounted share for the RemoteFs protocols (nfs,
+glusterfs, quobyte, vzstorage, scality), whose ``connection_info`` carries
+``mount_point_base`` beside ``data``. asyncopy then reads or writes the path with its
+block-device or file endpoints. So this module only attaches and detaches:
 
-- ``attach`` asks ``InitiatorConnector.factory(driver_volume_type, root_helper)`` for a
-  connector, calls ``connect_volume(data)``, checks that the answer's ``path`` is a block
-  device, yields it, and always calls ``disconnect_volume(data, device_info)``: plainly after
-  a clean exit, a failure to disconnect then failing the copy; with ``force=True,
-  ignore_errors=True`` after an error or a cancellation, a failure to disconnect then becoming
-  a note on the first error, which is the one that matters.
+- ``attach`` asks ``InitiatorConnector.factory(driver_volume_type, root_helper,
+  conn=connection_info)`` for a connector (as Cinder's ``brick_get_connector`` does: the
+  RemoteFs connectors read ``mount_point_base`` there), calls ``connect_volume(data)``, checks
+  that the answer's ``path`` is a block device or a regular file, yields it, and always calls
+  ``disconnect_volume(data, device_info)``: plainly after a clean exit, a failure to
+  disconnect then failing the copy; with ``force=True, ignore_errors=True`` after an error or
+  a cancellation, a failure to disconnect then becoming a note on the first error, which is
+  the one that matters.
+- A file is opened in place, never created or truncated (Cinder created it at the volume's
+  size), and, like a device, is not trusted to read zeros unless the caller says so. Its
+  bytes are the volume's only in ``raw`` format: a ``data["format"]`` other than ``raw``
+  (``qcow2``, vzstorage's ``ploop``) is refused before anything is attached.
 - os-brick blocks for seconds (logins, SCSI scans, multipath waits), so every call runs in a
   worker thread, never abandoned: a connect that ends after a cancellation still yields its
   device_info, and the disconnect that follows runs to its end in a shielded scope.
@@ -26,21 +34,24 @@ and detaches:
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
 import re
 import stat
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol
 
 import trio
 
 from asyncopy.errors import EndpointError, UsageError
 from asyncopy.sinks.blockdev import BlockDeviceSink, open_block_sink
+from asyncopy.sinks.file import FileSink, open_file_sink
 from asyncopy.sources.blockdev import BlockDeviceSource, open_block_source
+from asyncopy.sources.file import FileSource, open_file_source
 
 # auth_password, discovery_auth_password, keyring, dhchap_secret, serverPassword, auth_key...;
 # not secret_type ("ceph") or secret_uuid, which name a secret without holding it.
@@ -48,6 +59,8 @@ _SECRET_KEY = re.compile(
     r"passw|passphrase|keyring|token|credential|secret$|(^|_)key$", re.IGNORECASE
 )
 MASK = "***"
+# os-brick's RemoteFsConnector protocols: a file on a share mounted under mount_point_base.
+REMOTEFS_TYPES = frozenset({"nfs", "glusterfs", "quobyte", "vzstorage", "scality"})
 
 
 class Connector(Protocol):
@@ -66,7 +79,11 @@ class Connector(Protocol):
         """Detach what connect_volume attached."""
 
 
-ConnectorFactory = Callable[[str, str], Connector]  # (driver_volume_type, root_helper)
+class ConnectorFactory(Protocol):
+    """Makes a connector, as os-brick's ``InitiatorConnector.factory`` and Cinder call it."""
+
+    def __call__(self, protocol: str, root_helper: str, *, conn: dict[str, Any]) -> Connector:
+        """The connector for ``protocol``; ``conn`` is the whole connection_info."""
 
 
 def load_connection_info(path: str) -> dict[str, Any]:
@@ -104,24 +121,39 @@ async def attach(
     root_helper: str = "sudo",
     connector_factory: ConnectorFactory | None = None,
 ) -> AsyncIterator[str]:
-    """Attach a volume with os-brick and yield its block device; detach it on every path.
+    """Attach a volume with os-brick and yield its path; detach it on every path.
 
     Args:
-        connection_info: ``{"driver_volume_type": ..., "data": {...}}`` from Cinder.
+        connection_info: ``{"driver_volume_type": ..., "data": {...}}`` from Cinder (with
+            ``mount_point_base`` beside ``data`` for the RemoteFs protocols).
         root_helper: how os-brick runs commands as root (``sudo``, or cinder's rootwrap).
-        connector_factory: makes the connector from (driver_volume_type, root_helper);
-            os-brick's ``InitiatorConnector.factory`` when None.
+        connector_factory: makes the connector from (driver_volume_type, root_helper,
+            conn=connection_info); os-brick's ``InitiatorConnector.factory`` when None.
 
     Raises:
-        UsageError: bad connection_info, os-brick missing or unable to handle the type.
-        EndpointError: the connect failed or gave no block device (operation "connect"), or
-            the disconnect after a clean exit failed ("disconnect").
+        UsageError: bad connection_info (a volume format other than raw included), os-brick
+            missing or unable to handle the type.
+        EndpointError: the connect failed or gave neither a block device nor a regular file
+            (operation "connect"), or the disconnect after a clean exit failed ("disconnect").
     """
+    async with _attach(connection_info, root_helper, connector_factory) as (path, _):
+        yield path
+
+
+@asynccontextmanager
+async def _attach(
+    connection_info: Mapping[str, Any],
+    root_helper: str,
+    connector_factory: ConnectorFactory | None,
+) -> AsyncIterator[tuple[str, bool]]:
+    """``attach``, yielding (path, whether it is a block device rather than a file)."""
     kind, data = _parse(connection_info, "connection info")
     name = f"brick:{kind}"
-    factory = connector_factory or _os_brick_connector
+    make = functools.partial(
+        connector_factory or _os_brick_connector, kind, root_helper, conn=dict(connection_info)
+    )
     try:
-        connector = await trio.to_thread.run_sync(factory, kind, root_helper)
+        connector = await trio.to_thread.run_sync(make)
         device_info = await trio.to_thread.run_sync(connector.connect_volume, data)
     except UsageError:
         raise
@@ -137,8 +169,8 @@ async def attach(
         connector.disconnect_volume(data, device_info, force=force, ignore_errors=force)
 
     try:
-        path, name = await _block_device(name, device_info)
-        yield path
+        path, name, block = await _volume_path(name, device_info)
+        yield path, block
     except BaseException as failure:
         with trio.CancelScope(shield=True):
             try:
@@ -159,16 +191,13 @@ async def open_brick_source(
     *,
     root_helper: str = "sudo",
     connector_factory: ConnectorFactory | None = None,
-) -> AsyncIterator[BlockDeviceSource]:
-    """Attach a volume with os-brick and open its device read-only (see ``attach``)."""
-    async with (
-        attach(
-            connection_info, root_helper=root_helper, connector_factory=connector_factory
-        ) as path,
-        open_block_source(path) as volume,
-    ):
-        volume.name = _name(connection_info, path)
-        yield volume
+) -> AsyncIterator[BlockDeviceSource | FileSource]:
+    """Attach a volume with os-brick and open its device or file read-only (see ``attach``)."""
+    async with _attach(connection_info, root_helper, connector_factory) as (path, block):
+        opener = open_block_source if block else open_file_source
+        async with opener(path) as volume:
+            volume.name = _name(connection_info, path)
+            yield volume
 
 
 @asynccontextmanager
@@ -179,19 +208,21 @@ async def open_brick_sink(
     target_is_zero: bool = False,
     root_helper: str = "sudo",
     connector_factory: ConnectorFactory | None = None,
-) -> AsyncIterator[BlockDeviceSink]:
-    """Attach a volume with os-brick and open its device for writing ``size`` bytes.
+) -> AsyncIterator[BlockDeviceSink | FileSink]:
+    """Attach a volume with os-brick and open its device or file for writing ``size`` bytes.
 
-    The device is not trusted to read zeros unless ``target_is_zero`` (see ``attach``).
+    A file is written in place (never created or truncated); neither is trusted to read zeros
+    unless ``target_is_zero`` (see ``attach``).
     """
-    async with (
-        attach(
-            connection_info, root_helper=root_helper, connector_factory=connector_factory
-        ) as path,
-        open_block_sink(path, size=size, target_is_zero=target_is_zero) as volume,
-    ):
-        volume.name = _name(connection_info, path)
-        yield volume
+    async with _attach(connection_info, root_helper, connector_factory) as (path, block):
+        opening: AbstractAsyncContextManager[BlockDeviceSink | FileSink]
+        if block:
+            opening = open_block_sink(path, size=size, target_is_zero=target_is_zero)
+        else:
+            opening = open_file_sink(path, size=size, exists=True, target_is_zero=target_is_zero)
+        async with opening as sink:
+            sink.name = _name(connection_info, path)
+            yield sink
 
 
 def _parse(info: object, where: str) -> tuple[str, dict[str, Any]]:
@@ -206,7 +237,25 @@ def _parse(info: object, where: str) -> tuple[str, dict[str, Any]]:
         raise UsageError(f"{where}: 'driver_volume_type' must be a non-empty string")
     if not isinstance(data, dict):
         raise UsageError(f"{where}: 'data' must be an object, not {_json_type(data)}")
+    _check_usable(info, kind, data, where)
     return kind, data
+
+
+def _check_usable(info: Mapping[str, Any], kind: str, data: Mapping[str, Any], where: str) -> None:
+    """Refuse what would attach but cannot be copied byte for byte, or cannot attach at all."""
+    volume_format = data.get("format")  # none given: raw, as Cinder's drivers mean it
+    if volume_format not in (None, "raw"):
+        shown = repr(volume_format) if isinstance(volume_format, str) else _json_type(volume_format)
+        raise UsageError(
+            f"{where}: the {kind} volume is in {shown} format, not raw: asyncopy copies raw "
+            "volumes only (an image file's bytes are not the volume's)"
+        )
+    base = info.get("mount_point_base")
+    if kind.lower() in REMOTEFS_TYPES and (not isinstance(base, str) or not base):
+        raise UsageError(
+            f"{where}: a {kind} volume needs 'mount_point_base' beside 'data' (the path "
+            "the driver's initialize_connection gives, under which the share is mounted)"
+        )
 
 
 def _json_type(value: object) -> str:
@@ -220,8 +269,9 @@ def _name(connection_info: Mapping[str, Any], path: str) -> str:
     return f"brick:{connection_info['driver_volume_type']}:{path}"
 
 
-async def _block_device(name: str, device_info: Any) -> tuple[str, str]:
-    """The device path in connect_volume's answer, and the endpoint's name with it."""
+async def _volume_path(name: str, device_info: Any) -> tuple[str, str, bool]:
+    """The path in connect_volume's answer, the endpoint's name with it, and whether it is a
+    block device (else a regular file)."""
     path = device_info.get("path") if isinstance(device_info, Mapping) else None
     if not path:
         raise EndpointError(name, "connect", "os-brick's answer has no device path")
@@ -233,10 +283,12 @@ async def _block_device(name: str, device_info: Any) -> tuple[str, str]:
     try:
         mode = (await trio.to_thread.run_sync(os.stat, path)).st_mode
     except OSError as exc:
-        raise EndpointError(name, "connect", f"cannot stat the device: {exc.strerror}") from exc
-    if not stat.S_ISBLK(mode):
-        raise EndpointError(name, "connect", "os-brick's path is not a block device")
-    return path, name
+        raise EndpointError(name, "connect", f"cannot stat the path: {exc.strerror}") from exc
+    if not stat.S_ISBLK(mode) and not stat.S_ISREG(mode):
+        raise EndpointError(
+            name, "connect", "os-brick's path is neither a block device nor a regular file"
+        )
+    return path, name, stat.S_ISBLK(mode)
 
 
 def _secrets(value: object, secret: bool = False) -> set[str]:
@@ -269,7 +321,7 @@ def _lock_path_missing(exc: BaseException) -> bool:
     return isinstance(exc, cfg.RequiredOptError) and exc.opt_name == "lock_path"
 
 
-def _os_brick_connector(protocol: str, root_helper: str) -> Connector:
+def _os_brick_connector(protocol: str, root_helper: str, *, conn: dict[str, Any]) -> Connector:
     """os-brick's connector for a driver_volume_type (runs in a worker thread)."""
     if importlib.util.find_spec("os_brick") is None:
         raise UsageError("os-brick is not installed (pip install os-brick)")
@@ -284,7 +336,7 @@ def _os_brick_connector(protocol: str, root_helper: str) -> Connector:
 
     os_brick.setup(cfg.CONF)  # its lock_path defaults to [oslo_concurrency] lock_path
     try:
-        connector: Connector = InitiatorConnector.factory(protocol, root_helper)
+        connector: Connector = InitiatorConnector.factory(protocol, root_helper, conn=conn)
     except exception.InvalidConnectorProtocol as exc:
         raise UsageError(
             f"brick:{protocol}: os-brick has no connector for driver_volume_type {protocol!r}"

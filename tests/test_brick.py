@@ -1,7 +1,9 @@
-"""os-brick endpoints: the real LOCAL connector over real loop devices, and the RBD dev stack.
+"""os-brick endpoints: the real LOCAL connector over real loop devices, the real RemoteFs
+(NFS) connector over a bind-mounted share, and the RBD dev stack.
 
 The connector in most tests is os-brick's own ``LocalConnector``, subclassed only to record
 its calls (and, where a test says so, to fail one of them): no mock of os-brick's internals.
+The NFS tests use os-brick's own factory and connector, unchanged (``tests/nfsshare.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import subprocess
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +30,17 @@ from asyncopy.brick import (
     open_brick_sink,
     open_brick_source,
 )
+from asyncopy.cinder import copy_volume_data
+from asyncopy.connection import open_volume
 from asyncopy.engine import CopyOptions, copy
-from asyncopy.errors import EndpointError, UsageError
+from asyncopy.errors import CopyFailed, EndpointError, UsageError
+from asyncopy.sinks.file import FileSink
+from asyncopy.sources.file import FileSource
 from asyncopy.testing import Faults, FaultyVolume, MemoryVolume
 from asyncopy.uri import open_sink, open_source
 from tests.cephtools import Cluster, qemu_identical
 from tests.conftest import MakeLoop, MiB, open_fds, write_pattern
+from tests.nfsshare import NfsShare, is_mounted, nfs_share
 from tests.test_cli import run
 
 with warnings.catch_warnings():  # oslo.privsep imports eventlet, which says it is deprecated
@@ -47,6 +56,7 @@ pytestmark = [
 ]
 
 SECRET = "s3cr3t-chap-password"
+NFS_SIZE = 8 * MiB
 KEYRING = "[client.cinder]\n\tkey = AQBzZXNzaW9uLWtleS1ub3QtcmVhbA=="
 LAYOUT = [(0, 4096), (3 * MiB, 256 * 1024), (7 * MiB, 1 * MiB)]
 Call = tuple[Any, ...]
@@ -101,10 +111,14 @@ class Recorder:
     def __init__(self, **faults: Any) -> None:
         self.calls: list[Call] = []
         self.protocols: list[str] = []
+        self.conns: list[dict[str, Any]] = []
         self.faults = faults
 
-    def factory(self, protocol: str, root_helper: str) -> RecordingConnector:
+    def factory(
+        self, protocol: str, root_helper: str, *, conn: dict[str, Any]
+    ) -> RecordingConnector:
         self.protocols.append(protocol)
+        self.conns.append(conn)
         return RecordingConnector(root_helper, self.calls, **self.faults)
 
 
@@ -173,6 +187,7 @@ async def test_file_to_brick_and_back_is_identical_and_verified(
     assert back.read_bytes() == image
     assert recorder.calls == succeeded(device) * 2
     assert recorder.protocols == ["local", "local"]
+    assert recorder.conns == [info, info]  # the whole connection_info, as Cinder passes it
     assert open_fds() == before
 
 
@@ -309,20 +324,38 @@ async def test_an_answer_without_a_device_path_is_refused_and_disconnected(
     assert recorder.calls == [("connect", device), ("disconnect", answer.get("path"), True, True)]
 
 
-async def test_a_path_that_is_not_a_block_device_is_refused_and_disconnected(
-    tmp_path: Path,
-) -> None:
+async def test_a_regular_file_is_written_in_place_as_a_file(tmp_path: Path) -> None:
     plain = tmp_path / "plain.img"
-    plain.write_bytes(b"\x55" * MiB)
+    plain.write_bytes(b"\x55" * (2 * MiB))
+    inode = plain.stat().st_ino
+    recorder = Recorder()
+    source = MemoryVolume(b"\x00" * MiB)
+    async with open_brick_sink(
+        local_info(plain), size=source.size, connector_factory=recorder.factory
+    ) as sink:
+        assert isinstance(sink, FileSink)
+        assert (sink.name, sink.size, sink.known_zero) == (f"brick:local:{plain}", 2 * MiB, False)
+        result = await copy(source, sink)
+    assert result.bytes_zeroed == MiB  # not trusted to read zeros: its stale bytes are zeroed
+    assert plain.read_bytes() == b"\x00" * MiB + b"\x55" * MiB
+    assert (plain.stat().st_ino, plain.stat().st_size) == (inode, 2 * MiB)
+    assert recorder.calls == succeeded(str(plain))
+
+
+@pytest.mark.parametrize("kind", ["directory", "character device"])
+async def test_a_path_neither_a_block_device_nor_a_file_is_refused_and_disconnected(
+    tmp_path: Path, kind: str
+) -> None:
+    path = str(tmp_path) if kind == "directory" else "/dev/null"
     recorder = Recorder()
     with pytest.raises(EndpointError) as caught:
-        async with open_brick_source(local_info(plain), connector_factory=recorder.factory):
+        async with open_brick_source(local_info(path), connector_factory=recorder.factory):
             pytest.fail("attached")
     assert str(caught.value) == (
-        f"connect failed on brick:local:{plain}: os-brick's path is not a block device"
+        f"connect failed on brick:local:{path}: "
+        "os-brick's path is neither a block device nor a regular file"
     )
-    assert recorder.calls == failed(str(plain))
-    assert plain.read_bytes() == b"\x55" * MiB
+    assert recorder.calls == failed(path)
 
 
 BAD_FILES: dict[str, tuple[str | None, str]] = {
@@ -341,6 +374,20 @@ BAD_FILES: dict[str, tuple[str | None, str]] = {
     "data-not-object": (
         json.dumps({"driver_volume_type": "iscsi", "data": [SECRET]}),
         "'data' must be an object, not an array",
+    ),
+    "qcow2": (
+        json.dumps(
+            {
+                "driver_volume_type": "nfs",
+                "data": {"export": "h:/e", "name": "v", "format": "qcow2", "auth_key": SECRET},
+                "mount_point_base": "/var/lib/cinder/mnt",
+            }
+        ),
+        "the nfs volume is in 'qcow2' format, not raw: asyncopy copies raw volumes only",
+    ),
+    "nfs-without-mount-point-base": (
+        json.dumps({"driver_volume_type": "nfs", "data": {"export": "h:/e", "name": "v"}}),
+        "a nfs volume needs 'mount_point_base' beside 'data'",
     ),
 }
 
@@ -422,6 +469,180 @@ def test_importing_asyncopy_does_not_import_os_brick() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+# -- os-brick's own NFS connector, over a bind-mounted directory (tests/nfsshare.py) -----------
+
+
+def mounts_under(root: Path) -> list[str]:
+    with open("/proc/self/mounts") as mounts:
+        return [line.split()[1] for line in mounts if line.split()[1].startswith(f"{root}/")]
+
+
+@pytest.fixture
+def nfs(tmp_path: Path) -> Iterator[NfsShare]:
+    """A share os-brick's NFS connector finds mounted; unmounted however the test ends."""
+    root = tmp_path / "nfs"
+    with nfs_share(root) as share:
+        yield share
+    assert mounts_under(root) == []  # nor did os-brick mount anything of its own there
+
+
+def sparse_file(path: Path, size: int) -> None:
+    """A volume file as Cinder's NfsDriver creates it: sparse, reading as zeros."""
+    with open(path, "wb") as out:
+        out.truncate(size)
+
+
+def test_nfs_to_a_loop_device_and_back_through_copy_volume_data(
+    nfs: NfsShare, make_loop: MakeLoop
+) -> None:
+    image = write_pattern(nfs.path("volume-src"), NFS_SIZE, LAYOUT)
+    device, backing = make_loop(NFS_SIZE, fill=random.Random(9).randbytes(NFS_SIZE))
+
+    there = copy_volume_data(
+        nfs.info("volume-src", format="raw"), local_info(device), NFS_SIZE, verify=True
+    )
+    assert there["verified"]
+    assert there["bytes_zeroed"] > 6 * MiB  # the file's holes, zeroed on the device
+    assert backing.read_bytes() == image
+
+    dst, tail = nfs.path("volume-dst"), b"\x77" * MiB  # bytes past the copied size
+    dst.write_bytes(random.Random(10).randbytes(NFS_SIZE) + tail)
+    before = dst.stat()
+    back = copy_volume_data(local_info(device), nfs.info("volume-dst"), NFS_SIZE, verify=True)
+    assert back["verified"]
+    assert back["bytes_zeroed"] > 6 * MiB  # an existing file is not trusted to read zeros
+    assert dst.read_bytes() == image + tail
+    after = dst.stat()
+    assert (after.st_ino, after.st_size) == (before.st_ino, before.st_size)  # not recreated
+
+
+def test_nfs_to_a_sparse_nfs_volume_stays_thin_through_copy_volume_data(nfs: NfsShare) -> None:
+    src, dst = nfs.path("volume-src"), nfs.path("volume-dst")
+    image = write_pattern(src, NFS_SIZE, LAYOUT)
+    sparse_file(dst, NFS_SIZE)
+    inode = dst.stat().st_ino
+    result = copy_volume_data(
+        nfs.info("volume-src"), nfs.info("volume-dst"), NFS_SIZE, target_is_zero=True, verify=True
+    )
+    assert result["verified"]
+    assert result["bytes_skipped"] > 6 * MiB  # Cinder's sparse copy: the holes stay holes
+    assert dst.read_bytes() == image
+    assert dst.stat().st_blocks <= src.stat().st_blocks
+    assert (dst.stat().st_ino, dst.stat().st_size) == (inode, NFS_SIZE)
+
+
+async def test_open_volume_opens_nfs_volume_files_in_place(nfs: NfsShare) -> None:
+    image = write_pattern(nfs.path("volume-a"), NFS_SIZE, LAYOUT, seed=3)
+    dst = nfs.path("volume-b")
+    dst.write_bytes(b"\x99" * NFS_SIZE)
+    inode = dst.stat().st_ino
+    before = open_fds()
+    async with (
+        open_volume(nfs.info("volume-a"), read_only=True) as source,
+        open_volume(nfs.info("volume-b", format="raw"), read_only=False) as sink,
+    ):
+        assert isinstance(source, FileSource)
+        assert isinstance(sink, FileSink)
+        assert source.name == f"brick:nfs:{nfs.mounted_path('volume-a')}"
+        assert sink.name == f"brick:nfs:{nfs.mounted_path('volume-b')}"
+        assert (source.size, sink.size, sink.known_zero) == (NFS_SIZE, NFS_SIZE, False)
+        result = await copy(source, sink, CopyOptions(verify=True))
+    assert result.verified
+    assert result.bytes_zeroed > 6 * MiB
+    assert dst.read_bytes() == image
+    assert (dst.stat().st_ino, dst.stat().st_size) == (inode, NFS_SIZE)
+    assert open_fds() == before
+
+
+def test_the_cli_copies_through_an_nfs_connection_info_file(nfs: NfsShare, tmp_path: Path) -> None:
+    image = write_pattern(nfs.path("volume-src"), NFS_SIZE, LAYOUT, seed=4)
+    sparse_file(nfs.path("volume-dst"), NFS_SIZE)
+    src = write_info(tmp_path / "src.json", nfs.info("volume-src"))
+    dst = write_info(tmp_path / "dst.json", {"connection_info": nfs.info("volume-dst")})
+    out = tmp_path / "out.img"
+    there = run("copy", f"brick:{src}", str(out), "--verify")
+    assert there.returncode == 0, there.stderr
+    assert out.read_bytes() == image
+    back = run("copy", str(out), f"brick:{dst}", "--verify", "--target-is-zero")
+    assert back.returncode == 0, back.stderr
+    assert nfs.path("volume-dst").read_bytes() == image
+
+
+def test_a_qcow2_destination_is_refused_and_nothing_is_written(nfs: NfsShare) -> None:
+    write_pattern(nfs.path("volume-src"), NFS_SIZE, LAYOUT)
+    dst = nfs.path("volume-dst")
+    fill = random.Random(11).randbytes(NFS_SIZE)
+    dst.write_bytes(fill)
+    before = dst.stat()
+    with pytest.raises(CopyFailed) as caught:
+        copy_volume_data(nfs.info("volume-src"), nfs.info("volume-dst", format="qcow2"), NFS_SIZE)
+    assert str(caught.value) == (
+        "connection info: the nfs volume is in 'qcow2' format, not raw: "
+        "asyncopy copies raw volumes only (an image file's bytes are not the volume's)"
+    )
+    assert dst.read_bytes() == fill
+    after = dst.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == (
+        before.st_ino,
+        before.st_size,
+        before.st_mtime_ns,
+    )
+
+
+@pytest.mark.parametrize(
+    ("volume_format", "shown"), [("qcow2", "'qcow2'"), ("ploop", "'ploop'"), (2, "a number")]
+)
+@pytest.mark.parametrize("read_only", [True, False])
+async def test_a_volume_not_in_raw_format_is_refused_before_attaching(
+    nfs: NfsShare, volume_format: object, shown: str, read_only: bool
+) -> None:
+    nfs.path("volume-q").write_bytes(b"\x42" * MiB)
+    info = nfs.info("volume-q", format=volume_format)
+    recorder = Recorder()
+    opening: AbstractAsyncContextManager[object] = (
+        open_brick_source(info, connector_factory=recorder.factory)
+        if read_only
+        else open_brick_sink(info, size=MiB, connector_factory=recorder.factory)
+    )
+    with pytest.raises(UsageError, match=f"the nfs volume is in {shown} format, not raw"):
+        async with opening:
+            pytest.fail("attached")
+    assert recorder.protocols == []  # no connector was even made
+    with pytest.raises(UsageError, match="not raw"):
+        async with open_volume(info, read_only=read_only):
+            pytest.fail("opened")
+    assert nfs.path("volume-q").read_bytes() == b"\x42" * MiB
+
+
+async def test_an_nfs_volume_without_its_mount_point_base_is_refused(nfs: NfsShare) -> None:
+    sparse_file(nfs.path("volume-1"), MiB)
+    info = nfs.info("volume-1")
+    del info["mount_point_base"]
+    recorder = Recorder()
+    with pytest.raises(UsageError, match="a nfs volume needs 'mount_point_base' beside 'data'"):
+        async with attach(info, connector_factory=recorder.factory):
+            pytest.fail("attached")
+    assert recorder.protocols == []
+    with pytest.raises(UsageError, match="needs 'mount_point_base'"):
+        async with open_volume(info, read_only=True):
+            pytest.fail("opened")
+
+
+def test_the_share_stand_in_is_unmounted_whatever_happens(tmp_path: Path) -> None:
+    shares: list[NfsShare] = []
+
+    def failing_test() -> None:
+        with nfs_share(tmp_path / "a") as share:
+            shares.append(share)
+            assert is_mounted(share.mount_point)
+            raise RuntimeError("a failing test")
+
+    with pytest.raises(RuntimeError, match="a failing test"):
+        failing_test()
+    assert not is_mounted(shares[0].mount_point)
+    assert mounts_under(tmp_path) == []
 
 
 async def test_rbd_to_a_brick_device_and_back_to_rbd(
