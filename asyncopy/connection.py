@@ -30,6 +30,7 @@ from asyncopy import config
 from asyncopy.api import run_interruptibly
 from asyncopy.brick import open_brick_sink, open_brick_source
 from asyncopy.ceph import CephOptions, RbdSpec
+from asyncopy.chunks import run_all
 from asyncopy.endpoint import Extent, Sink, Volume
 from asyncopy.engine import CopyResult, Progress, copy
 from asyncopy.errors import CopyFailed, UsageError
@@ -357,17 +358,21 @@ def _rate(value: object) -> int:
 
 async def following_rate(already: bytes, rate: RateLimit, work: Awaitable[T]) -> T:
     """Await ``work`` while the rate lines on stdin change ``rate``; its error raised alone."""
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(follow_rate, already, rate)
-            try:
-                return await work
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+    following = trio.CancelScope()
+    done: list[T] = []
+
+    async def copying() -> None:
+        try:
+            done.append(await work)
+        finally:
+            following.cancel()
+
+    async def follow() -> None:
+        with following:
+            await follow_rate(already, rate)
+
+    await run_all([copying, follow])
+    return done[0]
 
 
 async def follow_rate(already: bytes, rate: RateLimit, fd: int = 0) -> None:

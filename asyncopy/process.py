@@ -82,23 +82,22 @@ def set_io_priority(value: int) -> None:
     Raises:
         OSError: the kernel refused (a realtime class needs CAP_SYS_ADMIN).
     """
-    number = _IOPRIO_SET.get(platform.machine())
-    if number is None:
-        raise OSError(errno.ENOSYS, f"ioprio_set is not known on {platform.machine()}")
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(number, _IOPRIO_WHO_PROCESS, 0, value) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
+    _ioprio(0, value)
 
 
 def io_priority_now() -> int:
     """This process's I/O priority (ioprio_get), for checks."""
+    return _ioprio(1)
+
+
+def _ioprio(offset: int, *value: int) -> int:
+    """ioprio_set (offset 0) or ioprio_get (1, the next number) on this process."""
     number = _IOPRIO_SET.get(platform.machine())
     if number is None:
-        raise OSError(errno.ENOSYS, f"ioprio_get is not known on {platform.machine()}")
+        raise OSError(errno.ENOSYS, f"ioprio_set is not known on {platform.machine()}")
     libc = ctypes.CDLL(None, use_errno=True)
-    value = int(libc.syscall(number + 1, _IOPRIO_WHO_PROCESS, 0))
-    if value < 0:
+    answer = int(libc.syscall(number + offset, _IOPRIO_WHO_PROCESS, 0, *value))
+    if answer < 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
-    return value
+    return answer

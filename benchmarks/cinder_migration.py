@@ -60,6 +60,7 @@ import xxhash  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
 from asyncopy.devstack import client_conf  # noqa: E402
+from benchmarks.cinder_runs import mounts_under  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -312,16 +313,6 @@ class Backends:
 
     def share_files(self) -> set[str]:
         return {entry.name for entry in self.work.export.iterdir()}
-
-
-def mounts_under(root: Path) -> list[str]:
-    found = []
-    with open("/proc/self/mounts") as mounts:
-        for line in mounts:
-            point = line.split()[1].replace("\\040", " ")
-            if point == str(root) or point.startswith(f"{root}/"):
-                found.append(point)
-    return found
 
 
 def child_processes() -> list[str]:

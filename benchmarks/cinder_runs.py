@@ -46,6 +46,11 @@ def migrate_there_and_back(
 
 
 def mounts_under(root: Path) -> list[str]:
+    """The mount points at or below ``root``, in /proc/self/mounts order."""
+    found = []
     with open("/proc/self/mounts") as mounts:
-        points = [line.split()[1] for line in mounts]
-    return [point for point in points if point.startswith(f"{root}/")]
+        for line in mounts:
+            point = line.split()[1].replace("\\040", " ")
+            if point == str(root) or point.startswith(f"{root}/"):
+                found.append(point)
+    return found

@@ -38,6 +38,7 @@ from asyncopy.sinks.file import FileSink
 from asyncopy.sources.file import FileSource
 from asyncopy.testing import Faults, FaultyVolume, MemoryVolume
 from asyncopy.uri import open_sink, open_source
+from benchmarks.cinder_runs import mounts_under
 from tests.cephtools import Cluster, qemu_identical
 from tests.conftest import MakeLoop, MiB, open_fds, write_pattern
 from tests.nfsshare import NfsShare, is_mounted, nfs_share
@@ -472,11 +473,6 @@ def test_importing_asyncopy_does_not_import_os_brick() -> None:
 
 
 # -- os-brick's own NFS connector, over a bind-mounted directory (tests/nfsshare.py) -----------
-
-
-def mounts_under(root: Path) -> list[str]:
-    with open("/proc/self/mounts") as mounts:
-        return [line.split()[1] for line in mounts if line.split()[1].startswith(f"{root}/")]
 
 
 @pytest.fixture

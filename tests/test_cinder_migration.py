@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from asyncopy import devstack
+from benchmarks.cinder_runs import mounts_under
 
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,12 +37,6 @@ def big_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Sta
         yield started
     finally:
         devstack.down(directory)
-
-
-def mounts_under(root: Path) -> list[str]:
-    with open("/proc/self/mounts") as mounts:
-        points = [line.split()[1] for line in mounts]
-    return [point for point in points if point.startswith(f"{root}/")]
 
 
 def run_harness(stack: devstack.Stack, workdir: Path, manager: str) -> dict[str, Any]:

@@ -126,21 +126,41 @@ def copy_volume_data(
             endpoint, the operation and the offset. Bad input (a connection_info or setting
             that cannot work, a destination too small) fails before anything is written.
     """
-    request = {
-        "src": {"connection_info": dict(src_connection_info)},
-        "dst": {"connection_info": dict(dst_connection_info)},
-        "size": size,
-        "config_files": _config_files(conf),
-        "target_is_zero": target_is_zero,
-        "verify": verify,
-        "ionice": ionice,
-    }
+    request = _request(
+        {"connection_info": dict(src_connection_info)},
+        {"connection_info": dict(dst_connection_info)},
+        size,
+        conf,
+        target_is_zero=target_is_zero,
+        verify=verify,
+        ionice=ionice,
+    )
     return run_child(request, progress, rate)
 
 
-def _config_files(conf: Any) -> list[str]:
+def _request(
+    src: Mapping[str, Any],
+    dst: Mapping[str, Any],
+    size: int,
+    conf: Any,
+    *,
+    target_is_zero: bool,
+    verify: bool | None = None,
+    ionice: str | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What the child is asked: both ends described, the size, the settings."""
     files = getattr(conf, "config_file", None) if conf is not None else None
-    return [str(path) for path in files or []]
+    return {
+        "src": dict(src),
+        "dst": dict(dst),
+        "size": size,
+        "config_files": [str(path) for path in files or []],
+        "target_is_zero": target_is_zero,
+        "verify": verify,
+        "ionice": ionice,
+        "defaults": dict(defaults or {}),
+    }
 
 
 def run_child(
@@ -278,16 +298,15 @@ def copy_handles(
 
     ``defaults`` replace ``[asyncopy]`` defaults (a config file's value still wins).
     """
-    request = {
-        "src": describe(src),
-        "dst": describe(dest),
-        "size": size,
-        "config_files": _config_files(conf),
-        "target_is_zero": bool(sparse),
-        "verify": None,
-        "ionice": ionice,
-        "defaults": dict(defaults or {}),
-    }
+    request = _request(
+        describe(src),
+        describe(dest),
+        size,
+        conf,
+        target_is_zero=bool(sparse),
+        ionice=ionice,
+        defaults=defaults,
+    )
     return run_child(request, progress, rate)
 
 
