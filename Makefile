@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEBS := util-linux ceph-mon ceph-osd ceph-common python3-rados python3-rbd tgt \
-	qemu-utils qemu-block-extra libiscsi-dev libiscsi-bin gcc time
+	qemu-utils qemu-block-extra libiscsi-dev libiscsi-bin gcc time cgroup-tools
 CODE := asyncopy tests benchmarks scripts
 
 .PHONY: test lint demo bench deps clean

@@ -59,6 +59,8 @@ _SECRET_KEY = re.compile(
     r"passw|passphrase|keyring|token|credential|secret$|(^|_)key$", re.IGNORECASE
 )
 MASK = "***"
+# A vzstorage share: [MDS1[,MDS2],...:/]CLUSTER[:PASSWORD]; an NFS host:/path does not match.
+_VZSTORAGE_SHARE = re.compile(r"(?:\S+:/)?[a-zA-Z0-9_-]+:([^\s/]\S*)")
 # os-brick's RemoteFsConnector protocols: a file on a share mounted under mount_point_base.
 REMOTEFS_TYPES = frozenset({"nfs", "glusterfs", "quobyte", "vzstorage", "scality"})
 
@@ -303,10 +305,19 @@ def _secrets(value: object, secret: bool = False) -> set[str]:
     return {value} if secret and isinstance(value, str) and value else set()
 
 
+def _share_password(data: Mapping[str, Any]) -> set[str]:
+    """The password a vzstorage share string ends in, ``[MDS1[,MDS2],...:/]CLUSTER[:PASSWORD]``
+    (os-brick's own pattern, which quotes the whole share back when it refuses one)."""
+    export = data.get("export")
+    found = _VZSTORAGE_SHARE.fullmatch(export) if isinstance(export, str) else None
+    return {found.group(1)} if found and found.group(1) else set()
+
+
 def _reason(exc: BaseException, data: Mapping[str, Any]) -> str:
     """One line saying why, with every secret of ``data`` masked (as is, or as repr shows it)."""
     reason = str(exc)
-    forms = {form for secret in _secrets(data) for form in (secret, repr(secret)[1:-1])}
+    secrets = _secrets(data) | _share_password(data)
+    forms = {form for secret in secrets for form in (secret, repr(secret)[1:-1])}
     for form in sorted(forms, key=len, reverse=True):
         reason = reason.replace(form, MASK)
     return " ".join(reason.split()) or type(exc).__name__

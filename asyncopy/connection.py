@@ -376,7 +376,11 @@ async def following_rate(already: bytes, rate: RateLimit, work: Awaitable[T]) ->
 
 
 async def follow_rate(already: bytes, rate: RateLimit, fd: int = 0) -> None:
-    """Apply each ``{"rate": N}`` line of ``fd`` (after ``already``) until its end."""
+    """Apply each ``{"rate": N}`` line of ``fd`` (after ``already``).
+
+    The caller keeps ``fd`` open until the copy has answered; its end means the caller is
+    gone (killed, or its service stopping), and the copy stops rather than write on alone.
+    """
     pending = already
     async with trio.lowlevel.FdStream(os.dup(fd)) as stream:
         while True:
@@ -386,7 +390,7 @@ async def follow_rate(already: bytes, rate: RateLimit, fd: int = 0) -> None:
                     rate.set_rate(_rate(json.loads(line)["rate"]))
             piece = await stream.receive_some()
             if not piece:
-                return
+                raise CopyFailed("the caller closed the copy's control channel: copy abandoned")
             pending += piece
 
 

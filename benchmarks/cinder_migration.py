@@ -1,15 +1,15 @@
 """Cinder's own generic migration, RBD -> NFS -> RBD, run as cinder-volume runs it.
 
-``python -m benchmarks.cinder_migration --ceph-conf PATH --pool POOL --workdir DIR
-[--manager stock|asyncopy] [--size-gib 1]``: one process, monkey-patched by eventlet first
-(as ``cinder-volume``), configures Cinder (a sqlite database in DIR, synced as ``cinder-manage
-db sync`` does; oslo.messaging's fake transport; ``enabled_backends = ceph,nfs``) and starts
-one ``cinder.service.Service`` per backend as ``cinder/cmd/volume.py`` does (``init_host``
-runs). There is no scheduler: the source backend's ``VolumeManager.migrate_volume`` is called
-with what the scheduler would pass, with ``force_host_copy`` so that the generic path
-(``_migrate_volume_generic`` -> ``_copy_volume_data``) runs. ``--manager asyncopy`` adds the
-one line an operator writes, ``[DEFAULT] volume_manager =
-asyncopy.cinder.manager.VolumeManager``; nothing else differs.
+``python -m benchmarks.cinder_migration --ceph-conf PATH --pool POOL --workdir DIR [--manager
+stock|asyncopy] [--size-gib 1] [--bps-limit N] [--interrupt]``: one process, monkey-patched by
+eventlet first (as ``cinder-volume``), configures Cinder (a sqlite database in DIR, synced as
+``cinder-manage db sync`` does; oslo.messaging's fake transport; ``enabled_backends =
+ceph,nfs``) and starts one ``cinder.service.Service`` per backend as ``cinder/cmd/volume.py``
+does (``init_host`` runs). There is no scheduler: the source backend's
+``VolumeManager.migrate_volume`` is called with what the scheduler would pass, with
+``force_host_copy`` so that the generic path (``_migrate_volume_generic`` ->
+``_copy_volume_data``) runs. ``--manager asyncopy`` adds the one line an operator writes,
+``[DEFAULT] volume_manager = asyncopy.cinder.manager.VolumeManager``; nothing else differs.
 
 The NFS backend is Cinder's ``NfsDriver`` over a local directory: os-brick's
 ``RemoteFsClient`` does not mount a share whose mount point (``nfs_mount_point_base/<md5 of
@@ -24,7 +24,12 @@ seconds of ``migrate_volume``, the migration status, the new host, whether the d
 xxh3-128 digest (every byte) equals the original's, the allocated bytes of source and
 destination, the progress values seen; then what is left behind. On every path the volumes
 are deleted through Cinder, the services stopped and the bind mount undone. Cinder's log is
-DIR/cinder-volume.log.
+DIR/cinder-volume.log; the report also holds the figures asyncopy's manager logged per copy.
+
+``--bps-limit N`` sets both backends' ``volume_copy_bps_limit``. ``--interrupt`` runs only the
+first migration, in a green thread killed once the progress metadata shows the copy under way
+(the way a stopping service ends its green threads), and reports what is left attached or
+running right after: the copy child, the source image's watchers, the progress metadata.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
@@ -54,6 +60,7 @@ from typing import Any  # noqa: E402
 
 warnings.simplefilter("ignore")
 
+import eventlet  # noqa: E402
 import rados  # noqa: E402
 import rbd  # noqa: E402
 import xxhash  # noqa: E402
@@ -74,6 +81,13 @@ RUNS = 30
 DATA_BYTES = 12 * MiB
 READ_SIZE = 4 * MiB
 TEMP_PREFIXES = ("asyncopy-", "brickrbd_")  # asyncopy's keyrings, os-brick's ceph.conf files
+CGROUP = f"asyncopy-harness-{os.getpid()}"  # the blkio cgroup Cinder's throttle creates
+COPY_LINE = re.compile(
+    r"asyncopy copied volume (?P<src>\S+) to (?P<dest>\S+): (?P<total>\d+) bytes in "
+    r"(?P<seconds>[\d.]+) s \((?P<read>\d+) read, (?P<written>\d+) written, "
+    r"(?P<zeroed>\d+) zeroed, (?P<skipped>\d+) skipped\), "
+    r"verified (?P<verified>\w+), rate limit (?P<limit>\w+) B/s"
+)
 MANAGERS = {
     "stock": "cinder.volume.manager.VolumeManager",
     "asyncopy": "asyncopy.cinder.manager.VolumeManager",
@@ -152,16 +166,20 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workdir", required=True, type=Path, help="absent or empty")
     parser.add_argument("--manager", choices=sorted(MANAGERS), default="stock")
     parser.add_argument("--size-gib", type=int, default=1)
+    parser.add_argument("--bps-limit", type=int, default=0, help="volume_copy_bps_limit")
+    parser.add_argument("--interrupt", action="store_true", help="kill the first migration")
     args = parser.parse_args(argv)
     if args.workdir.exists() and any(args.workdir.iterdir()):
         parser.error(f"{args.workdir}: not empty")
     return args
 
 
-def cinder_conf(work: Work, ceph_conf: str, pool: str, manager: str) -> str:
+def cinder_conf(work: Work, ceph_conf: str, pool: str, manager: str, bps_limit: int) -> str:
     """cinder.conf for both backends. rbd_user stays unset: the cluster has no auth, and with
     a user set os-brick's RBD connector looks for that user's keyring in /etc/ceph."""
     manager_line = "" if manager == "stock" else f"volume_manager = {MANAGERS[manager]}\n"
+    throttle = f"volume_copy_bps_limit = {bps_limit}\nvolume_copy_blkio_cgroup_name = {CGROUP}\n"
+    throttle = throttle if bps_limit else ""
     return f"""[DEFAULT]
 host = {HOST}
 state_path = {work.root / "state"}
@@ -181,14 +199,14 @@ volume_driver = cinder.volume.drivers.rbd.RBDDriver
 volume_backend_name = ceph
 rbd_ceph_conf = {ceph_conf}
 rbd_pool = {pool}
-
+{throttle}
 [nfs]
 volume_driver = cinder.volume.drivers.nfs.NfsDriver
 volume_backend_name = nfs
 nfs_shares_config = {work.root / "nfs_shares"}
 nfs_mount_point_base = {work.mount_base}
 nfs_sparsed_volumes = true
-
+{throttle}
 [privsep_osbrick]
 helper_command = {privsep_helper(work)}
 
@@ -206,14 +224,14 @@ def privsep_helper(work: Work) -> str:
     return f"{Path(sys.executable).parent / 'privsep-helper'} --config-file {work.conf}"
 
 
-def prepare(work: Work, ceph_conf: str, pool: str, manager: str) -> None:
+def prepare(work: Work, ceph_conf: str, pool: str, manager: str, bps_limit: int) -> None:
     """Write the configuration and the share list; the mount.nfs stand-in if needed."""
     for directory in (work.export, work.share_mount, work.tmp, work.bin):
         directory.mkdir(parents=True, exist_ok=True)
     for name in ("state", "locks"):
         (work.root / name).mkdir(exist_ok=True)
     (work.root / "nfs_shares").write_text(SHARE + "\n")
-    work.conf.write_text(cinder_conf(work, ceph_conf, pool, manager))
+    work.conf.write_text(cinder_conf(work, ceph_conf, pool, manager, bps_limit))
     if shutil.which("mount.nfs") is None:
         stub = work.bin / "mount.nfs"
         stub.write_text(MOUNT_NFS_STUB)
@@ -311,6 +329,11 @@ class Backends:
         with rbd_ioctx(self.ceph_conf, self.pool) as ioctx:
             return set(rbd.RBD().list(ioctx))
 
+    def watchers(self, name: str) -> list[str]:
+        """The clients holding an RBD image open (this one, only to ask, not counted)."""
+        with rbd_image(self.ceph_conf, self.pool, name) as image:
+            return [str(watcher["addr"]) for watcher in image.watchers_list()][:-1]
+
     def share_files(self) -> set[str]:
         return {entry.name for entry in self.work.export.iterdir()}
 
@@ -334,6 +357,19 @@ def child_processes() -> list[str]:
 
 def temp_files(directory: str, prefixes: tuple[str, ...] = ("",)) -> set[str]:
     return {name for name in os.listdir(directory) if name.startswith(prefixes)}
+
+
+def copy_figures(log: Path) -> list[dict[str, Any]]:
+    """The one line asyncopy's manager logs per copy, parsed."""
+    if not log.exists():
+        return []
+    return [match.groupdict() for match in COPY_LINE.finditer(log.read_text(errors="replace"))]
+
+
+def remove_cgroup() -> None:
+    """The blkio cgroup Cinder's throttle created for this run, if it did."""
+    if Path("/sys/fs/cgroup/blkio", CGROUP).is_dir():
+        subprocess.run(["cgdelete", f"blkio:/{CGROUP}"], check=False, capture_output=True)
 
 
 # -- Cinder ----------------------------------------------------------------------------------
@@ -548,53 +584,103 @@ def migrate_once(
     return result
 
 
+def interrupt_once(
+    cinder: Cinder, backends: Backends, volume: Any, source: str, destination: str
+) -> dict[str, Any]:
+    """Kill a migration's green thread once its copy is under way; what is left right after."""
+    migrating = eventlet.spawn(cinder.migrate, volume, source, destination)
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while PROGRESS_KEY not in cinder.admin_metadata(volume.id):
+        if migrating.dead or time.monotonic() > deadline:
+            return {"error": "the migration ended before its copy was seen under way"}
+        time.sleep(POLL_SECONDS)
+    started = time.monotonic()
+    migrating.kill()  # GreenletExit raised where it waits; its cleanup may yield, so:
+    with contextlib.suppress(BaseException):
+        migrating.wait()
+    return {
+        "error": None,
+        "kill_seconds": round(time.monotonic() - started, 3),
+        "copy_children": [c for c in child_processes() if "asyncopy.connection" in c],
+        "source_watchers": backends.watchers(volume.name),
+        "attachments": cinder.attachments_not_detached(),
+        "progress_after": cinder.admin_metadata(volume.id).get(PROGRESS_KEY),
+    }
+
+
+@dataclass
+class Before:
+    """What was there before the run: told apart from what it leaves."""
+
+    rbd_images: set[str]
+    system_temp_files: set[str]
+    share_files: set[str] = field(default_factory=set)
+    temp_files: set[str] = field(default_factory=set)
+
+
+def migrate_both(
+    cinder: Cinder, backends: Backends, volume: Any, digest: str
+) -> list[dict[str, Any]]:
+    """RBD -> NFS, then back unless that failed."""
+    directions: list[dict[str, Any]] = []
+    for source, destination in (("ceph", "nfs"), ("nfs", "ceph")):
+        done = migrate_once(cinder, backends, volume, source, destination, digest)
+        directions.append(asdict(done))
+        if done.error is not None:
+            break
+    return directions
+
+
+def leftovers(
+    cinder: Cinder, backends: Backends, work: Work, volume: Any, before: Before
+) -> dict[str, list[str]]:
+    """What the migrations left behind, apart from the volume itself."""
+    system_temp = temp_files(tempfile.gettempdir(), TEMP_PREFIXES)
+    return {
+        "rbd_images": sorted(backends.images() - before.rbd_images - {volume.name}),
+        "share_files": sorted(backends.share_files() - before.share_files - {volume.name}),
+        "volumes": cinder.other_volumes(volume.id),
+        "attachments": cinder.attachments_not_detached(),
+        "mounts": [m for m in mounts_under(work.root) if m != str(work.share_mount)],
+        "child_processes": child_processes(),
+        "temp_files": sorted(temp_files(str(work.tmp)) - before.temp_files),
+        "system_temp_files": sorted(system_temp - before.system_temp_files),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Work(args.workdir.resolve())
-    system_temp = tempfile.gettempdir()
-    system_temp_before = temp_files(system_temp, TEMP_PREFIXES)
-    prepare(work, args.ceph_conf, args.pool, args.manager)
+    system_temp = temp_files(tempfile.gettempdir(), TEMP_PREFIXES)
+    prepare(work, args.ceph_conf, args.pool, args.manager, args.bps_limit)
     size = args.size_gib * GiB
     backends = Backends(work, args.ceph_conf, args.pool, size)
-    images_before = backends.images()
-    report: dict[str, Any] = {"manager": args.manager, "size": size}
+    before = Before(rbd_images=backends.images(), system_temp_files=system_temp)
+    report: dict[str, Any] = {"manager": args.manager, "size": size, "bps_limit": args.bps_limit}
     with bind_mount(work.export, work.share_mount):
         cinder = Cinder.configure(work.conf)
-        files_before: set[str] = set()
         try:
             cinder.start()
             report["managers"] = cinder.manager_classes()
-            files_before = backends.share_files()  # with the NFS driver's own marker file
-            temp_before = temp_files(str(work.tmp))
+            before.share_files = backends.share_files()  # with the NFS driver's marker file
+            before.temp_files = temp_files(str(work.tmp))
             volume = cinder.create_volume("ceph", args.size_gib)
             report["volume"] = volume.id
             with rbd_image(args.ceph_conf, args.pool, volume.name) as image:
                 write_scattered(image, size)
             digest = backends.digest("ceph", volume.name)
-            directions: list[dict[str, Any]] = []
-            report["directions"] = directions
-            for source, destination in (("ceph", "nfs"), ("nfs", "ceph")):
-                done = migrate_once(cinder, backends, volume, source, destination, digest)
-                directions.append(asdict(done))
-                if done.error is not None:
-                    break
-            report["leftovers"] = {
-                "rbd_images": sorted(backends.images() - images_before - {volume.name}),
-                "share_files": sorted(backends.share_files() - files_before - {volume.name}),
-                "volumes": cinder.other_volumes(volume.id),
-                "attachments": cinder.attachments_not_detached(),
-                "mounts": [m for m in mounts_under(work.root) if m != str(work.share_mount)],
-                "child_processes": child_processes(),
-                "temp_files": sorted(temp_files(str(work.tmp)) - temp_before),
-                "system_temp_files": sorted(
-                    temp_files(system_temp, TEMP_PREFIXES) - system_temp_before
-                ),
-            }
+            if args.interrupt:
+                report["interrupted"] = interrupt_once(cinder, backends, volume, "ceph", "nfs")
+            else:
+                report["directions"] = migrate_both(cinder, backends, volume, digest)
+                report["leftovers"] = leftovers(cinder, backends, work, volume, before)
+            report["copies"] = copy_figures(work.root / "cinder-volume.log")
         finally:
             report["delete_failures"] = cinder.delete_all()
             cinder.stop()
+            remove_cgroup()
     report["after_cleanup"] = {
-        "rbd_images": sorted(backends.images() - images_before),
-        "share_files": sorted(backends.share_files() - files_before),
+        "rbd_images": sorted(backends.images() - before.rbd_images),
+        "share_files": sorted(backends.share_files() - before.share_files),
         "mounts": mounts_under(work.root),
         "child_processes": child_processes(),
     }

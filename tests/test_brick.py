@@ -686,3 +686,50 @@ def test_the_cli_copies_through_a_connection_info_file(
     missing = run("copy", f"brick:{tmp_path / 'nope.json'}", ceph.uri(ceph.name()))
     assert missing.returncode == 2
     assert missing.stderr.startswith("asyncopy: error: connection info ")
+
+
+class RefusingShareConnector:
+    """A RemoteFs connector refusing its share as os-brick's vzstorage client does: the whole
+    share string, password included, quoted back."""
+
+    def __init__(self, root_helper: str) -> None:
+        self.root_helper = root_helper
+
+    def connect_volume(self, connection_properties: dict[str, Any]) -> Any:
+        share = connection_properties["export"]
+        raise exception.BrickException(
+            f"Invalid Virtuozzo Storage share specification: {share!r}. Must be: "
+            "[MDS1[,MDS2],...:/]<CLUSTER NAME>[:PASSWORD]."
+        )
+
+    def disconnect_volume(self, connection_properties: dict[str, Any], device_info: Any) -> None:
+        raise AssertionError("never connected")
+
+
+@pytest.mark.parametrize(
+    ("export", "shown"),
+    [
+        ("mds1,mds2:/cluster1:pw-" + SECRET, f"mds1,mds2:/cluster1:{MASK}"),
+        ("cluster1:pw-" + SECRET, f"cluster1:{MASK}"),
+        ("10.0.0.1:/export/path", "10.0.0.1:/export/path"),  # an NFS export holds none
+    ],
+)
+async def test_a_share_password_is_masked_in_a_refused_connect(
+    tmp_path: Path, export: str, shown: str
+) -> None:
+    info = {
+        "driver_volume_type": "vzstorage",
+        "mount_point_base": str(tmp_path),
+        "data": {"export": export, "name": "volume-1", "format": "raw"},
+    }
+
+    def factory(protocol: str, root_helper: str, *, conn: dict[str, Any]) -> Any:
+        return RefusingShareConnector(root_helper)
+
+    with pytest.raises(EndpointError) as caught:
+        async with open_brick_source(info, connector_factory=factory):
+            pytest.fail("attached")
+    assert str(caught.value) == (
+        f"connect failed on brick:vzstorage: Invalid Virtuozzo Storage share specification: "
+        f"'{shown}'. Must be: [MDS1[,MDS2],...:/]<CLUSTER NAME>[:PASSWORD]."
+    )

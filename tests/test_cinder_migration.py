@@ -39,7 +39,9 @@ def big_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Sta
         devstack.down(directory)
 
 
-def run_harness(stack: devstack.Stack, workdir: Path, manager: str) -> dict[str, Any]:
+def run_harness(
+    stack: devstack.Stack, workdir: Path, manager: str, *options: str
+) -> dict[str, Any]:
     """The harness in its own process; stopped (SIGTERM, then SIGKILL) if it overruns, and
     whatever it left mounted under ``workdir`` unmounted."""
     args = [
@@ -56,6 +58,7 @@ def run_harness(stack: devstack.Stack, workdir: Path, manager: str) -> dict[str,
         str(workdir),
         "--manager",
         manager,
+        *options,
     ]
     child = subprocess.Popen(
         args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -151,3 +154,59 @@ def test_generic_migration_rbd_to_nfs_and_back(
         assert direction["destination_allocated"] <= direction["source_allocated"] + MiB, shown
         assert direction["progress_seen"], shown  # migration_progress while copying
         assert direction["progress_after"] is None, shown  # and gone at the end
+
+
+LIMIT = 16 * MiB
+
+
+def test_the_backends_copy_limit_holds_on_rbd_and_nfs(
+    big_stack: devstack.Stack, tmp_path: Path, record_property: Any
+) -> None:
+    """volume_copy_bps_limit, which Cinder applies only to dd between block devices, limits
+    asyncopy's reads on both paths: each copy takes at least what it read over the limit."""
+    report = run_harness(big_stack, tmp_path / "cinder", "asyncopy", "--bps-limit", str(LIMIT))
+    shown = json.dumps(report, indent=1)
+    assert [d["migration_status"] for d in report["directions"]] == ["success"] * 2, shown
+    assert all(d["digest_equal"] for d in report["directions"]), shown
+    copies = report["copies"]
+    assert len(copies) == 2, shown
+    for index, copied in enumerate(copies):
+        assert copied["limit"] == str(LIMIT), shown
+        assert copied["verified"] == "True", shown
+        assert int(copied["read"]) >= int(copied["written"]) > 0, shown
+        # the copy's reads alone at the limit, within 10%; the verifying re-read comes on top
+        assert float(copied["seconds"]) >= 0.9 * int(copied["read"]) / LIMIT, shown
+        record_property(f"limited_copy_{index}_seconds", copied["seconds"])
+
+
+def test_a_migration_killed_mid_copy_leaves_nothing_attached_or_running(
+    big_stack: devstack.Stack, tmp_path: Path
+) -> None:
+    """The migration's green thread killed while it copies, as a stopping cinder-volume ends
+    its green threads: the copy child is gone, both volumes detached, the note removed."""
+    report = run_harness(
+        big_stack,
+        tmp_path / "cinder",
+        "asyncopy",
+        "--bps-limit",
+        str(LIMIT),  # a copy long enough to be caught under way
+        "--interrupt",
+    )
+    shown = json.dumps(report, indent=1)
+    assert report["interrupted"] == {
+        "error": None,
+        "kill_seconds": report["interrupted"]["kill_seconds"],
+        "copy_children": [],
+        "source_watchers": [],
+        "attachments": [],
+        "progress_after": None,
+    }, shown
+    assert report["interrupted"]["kill_seconds"] < 10, shown
+    assert report["copies"] == [], shown  # it did not run to its end
+    assert report["delete_failures"] == [], shown
+    assert report["after_cleanup"] == {
+        "rbd_images": [],
+        "share_files": [],
+        "mounts": [],
+        "child_processes": [],
+    }, shown

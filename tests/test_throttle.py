@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from asyncopy import open_sink, open_source
-from asyncopy.cinder import RateShare, copy_volume
+from asyncopy.cinder import RateShare, child_request, copy_volume
 from asyncopy.engine import CopyOptions, copy
 from asyncopy.errors import UsageError
 from asyncopy.process import io_priority
@@ -96,3 +98,36 @@ def test_the_priority_is_set_for_the_process_and_its_later_threads() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
     )
     assert done.stdout.split() == [str(3 << 13), str(3 << 13)]
+
+
+def test_the_copy_child_stops_when_its_caller_goes_away(tmp_path: Path) -> None:
+    """The caller's end of the control channel closing mid-copy (cinder-volume killed, or
+    stopping) ends the child at once with a clear error, not after the copy."""
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    write_pattern(src, 64 * MiB, [(0, 64 * MiB)])
+    dst.write_bytes(b"")
+    os.truncate(dst, 64 * MiB)  # Cinder creates the destination
+    request = child_request(
+        {"uri": f"file:{src}"}, {"uri": f"file:{dst}"}, 64 * MiB, None, target_is_zero=False
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "asyncopy.connection"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    child.stdin.write(json.dumps({**request, "rate": 4 * MiB}) + "\n")  # 16 s for the whole
+    child.stdin.flush()
+    assert "progress" in json.loads(child.stdout.readline())  # copying
+    started = time.monotonic()
+    child.stdin.close()
+    assert child.wait(timeout=60) == 1
+    assert child.stderr is not None
+    errors = child.stderr.read()
+    assert time.monotonic() - started < 8
+    assert "copy abandoned" in errors
+    child.stdout.close()
+    child.stderr.close()

@@ -126,7 +126,7 @@ def copy_volume_data(
             endpoint, the operation and the offset. Bad input (a connection_info or setting
             that cannot work, a destination too small) fails before anything is written.
     """
-    request = _request(
+    request = child_request(
         {"connection_info": dict(src_connection_info)},
         {"connection_info": dict(dst_connection_info)},
         size,
@@ -138,7 +138,7 @@ def copy_volume_data(
     return run_child(request, progress, rate)
 
 
-def _request(
+def child_request(
     src: Mapping[str, Any],
     dst: Mapping[str, Any],
     size: int,
@@ -298,7 +298,7 @@ def copy_handles(
 
     ``defaults`` replace ``[asyncopy]`` defaults (a config file's value still wins).
     """
-    request = _request(
+    request = child_request(
         describe(src),
         describe(dest),
         size,

@@ -171,13 +171,14 @@ class VolumeManager(cinder_manager.VolumeManager):  # type: ignore[misc]
             note.remove()
         LOG.info(
             "asyncopy copied volume %(src)s to %(dest)s: %(total)d bytes in %(seconds).2f s "
-            "(%(written)d written, %(zeroed)d zeroed, %(skipped)d skipped), verified %(verified)s, "
-            "rate limit %(limit)s B/s.",
+            "(%(read)d read, %(written)d written, %(zeroed)d zeroed, %(skipped)d skipped), "
+            "verified %(verified)s, rate limit %(limit)s B/s.",
             {
                 "src": src_vol.id,
                 "dest": dest_vol.id,
                 "total": result["bytes_total"],
                 "seconds": result["seconds"],
+                "read": result["bytes_read"],
                 "written": result["bytes_written"],
                 "zeroed": result["bytes_zeroed"],
                 "skipped": result["bytes_skipped"],
