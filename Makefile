@@ -6,12 +6,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DEBS := util-linux ceph-mon ceph-osd ceph-common python3-rados python3-rbd tgt \
-	qemu-utils qemu-block-extra libiscsi-dev libiscsi-bin gcc time cgroup-tools
+	qemu-utils qemu-block-extra libiscsi-dev libiscsi-bin librbd-dev librados-dev gcc time \
+	cgroup-tools
 CODE := asyncopy tests benchmarks scripts
 
 .PHONY: test lint demo bench deps clean
 
-$(BIN)/.installed: pyproject.toml setup.py asyncopy/_iscsi_build.py scripts/link-ceph-python
+$(BIN)/.installed: pyproject.toml setup.py asyncopy/_iscsi_build.py scripts/link-ceph-python asyncopy/_rbd_build.py
 	scripts/ensure-debs $(DEBS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

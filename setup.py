@@ -1,5 +1,6 @@
-"""Builds the cffi extension ``asyncopy._libiscsi``; everything else is in pyproject.toml."""
+"""Builds the cffi extensions ``asyncopy._libiscsi`` and ``asyncopy._librbd``; everything
+else is in pyproject.toml."""
 
 from setuptools import setup
 
-setup(cffi_modules=["asyncopy/_iscsi_build.py:ffi"])
+setup(cffi_modules=["asyncopy/_iscsi_build.py:ffi", "asyncopy/_rbd_build.py:ffi"])

@@ -13,10 +13,10 @@ from typing import TypeVar
 
 import trio
 
-from asyncopy.ceph import RbdVolume
 from asyncopy.endpoint import Volume
 from asyncopy.engine import CopyOptions, CopyResult, ProgressCallback, copy
 from asyncopy.errors import CopyFailed, UsageError
+from asyncopy.sources.rbd import RbdVolume
 from asyncopy.uri import EndpointOptions, check, open_sink, open_source
 from asyncopy.verify import Manifest, check_manifest, compare
 

@@ -1,4 +1,4 @@
-"""What RBD sources and sinks share: the URI, the connection, and librbd's aio on trio.
+"""How an RBD image is named and reached: the URI, the client settings, errors mapped once.
 
 The URI is qemu's, which operators already type::
 
@@ -7,31 +7,29 @@ The URI is qemu's, which operators already type::
 Other ``OPTION=VALUE`` pairs are librados configuration (``mon_host=...``), as in qemu; a
 ``:`` inside a value is written ``\\:``. Values never appear in messages.
 
-I/O goes through librbd's aio calls: each request is submitted from the event loop and its
-completion, which librbd calls on one of its own threads, wakes the waiting task through the
-trio token. No thread is held per request. A request cannot be taken back from librbd, so a
-cancelled task waits for its completion (bounded by the librados timeouts, always set).
+The client is librados through ``asyncopy.librbd`` (one connection per cluster per process,
+aio completions on an eventfd). asyncopy always sets the librados timeouts (``--ceph-timeout``),
+turns the librbd cache off (writes reach the OSDs before they complete, so an error names its
+offset, and a verifying re-read comes from the OSDs, not from this client's memory) and has
+librbd send writes from the caller's buffer (zero-copy), which stays untouched until the write
+completes. A request that has not completed after twice the timeout fails the copy.
 """
 
 from __future__ import annotations
 
-import ctypes
+import errno
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
-from asyncopy.endpoint import Extent, ExtentKind
 from asyncopy.errors import EndpointError, UsageError
+from asyncopy.librbd import Image, Pool, RbdError, Settings, pool
 
 DEFAULT_TIMEOUT = 30.0
-METADATA_THREADS = 4
-SUBMIT_THREADS = 4
-SMALL_PAYLOAD = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -121,65 +119,15 @@ def _split(text: str) -> list[str]:
 def ceph_errors(
     endpoint: str, operation: str, offset: int | None = None, length: int | None = None
 ) -> Iterator[None]:
-    """Turn rados/rbd exceptions raised inside the block into an ``EndpointError``."""
-    import rados
-    import rbd
-
+    """Turn librados/librbd errors raised inside the block into an ``EndpointError``."""
     try:
         yield
-    except (rados.Error, rbd.Error) as exc:
-        raise EndpointError(endpoint, operation, _reason(exc), offset, length) from exc
+    except RbdError as exc:
+        raise EndpointError(endpoint, operation, str(exc), offset, length) from exc
 
 
-def _reason(exc: BaseException) -> str:
-    text = str(exc)
-    number = getattr(exc, "errno", None)
-    if isinstance(number, int) and number:
-        text = re.sub(r"^\[errno \d+\] ", "", text)
-        return f"{text} ({os.strerror(abs(number))})"
-    return text or type(exc).__name__
-
-
-@asynccontextmanager
-async def connect(spec: RbdSpec, options: CephOptions) -> AsyncIterator[Any]:
-    """An open ``rados.Ioctx`` for the spec's pool (and namespace), with timeouts set."""
-    import rados
-
-    name = str(spec)
-    cluster = _client(spec, options)
-    try:
-        with ceph_errors(name, "connect"):
-            await trio.to_thread.run_sync(cluster.connect, options.timeout)
-        try:
-            with ceph_errors(name, "open"):
-                ioctx = await trio.to_thread.run_sync(cluster.open_ioctx, spec.pool)
-        except EndpointError as exc:
-            if isinstance(exc.__cause__, rados.ObjectNotFound):
-                raise UsageError(f"{name}: no pool {spec.pool!r}") from exc
-            raise
-        try:
-            if spec.namespace:
-                with ceph_errors(name, "open"):
-                    ioctx.set_namespace(spec.namespace)
-            yield ioctx
-        finally:
-            ioctx.close()
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(cluster.shutdown)
-
-
-def _client(spec: RbdSpec, options: CephOptions) -> Any:
-    """A librados handle: the spec's options, then asyncopy's own, which always win.
-
-    Timeouts turn a stopped or full cluster into an error. The librbd cache is off: writes
-    reach the OSDs before they complete (an error names its offset), and a verification
-    re-read comes from the OSDs, not from this client's memory. Writes are zero-copy: librbd
-    sends from the caller's buffer, which the sink keeps alive and unchanged until the
-    write completes (librbd delays the completion until it holds no reference to it).
-    """
-    import rados
-
+def settings(spec: RbdSpec, options: CephOptions) -> Settings:
+    """The client settings: the spec's options, then asyncopy's own, which always win."""
     conffile = spec.conf or options.conf
     if conffile is not None and not os.path.isfile(conffile):
         raise UsageError(f"{spec}: no ceph configuration file {conffile}")
@@ -188,227 +136,63 @@ def _client(spec: RbdSpec, options: CephOptions) -> Any:
         "rbd_cache": "false",
         "rbd_disable_zero_copy_writes": "false",
     }
-    try:
-        cluster = rados.Rados(rados_id=spec.user, conffile=conffile)
-    except rados.Error as exc:
-        raise UsageError(f"{spec}: bad ceph configuration: {_reason(exc)}") from exc
-    settings = [*spec.options, *([("keyring", spec.keyring)] if spec.keyring else [])]
-    for key, value in [*settings, *forced.items()]:
-        try:
-            cluster.conf_set(key, value)
-        except rados.Error as exc:
-            cluster.shutdown()
-            raise UsageError(f"{spec}: bad ceph option {key!r}") from exc
-    return cluster
+    keyring = [("keyring", spec.keyring)] if spec.keyring else []
+    return Settings(conffile, spec.user, (*spec.options, *keyring, *forced.items()))
 
 
 @asynccontextmanager
-async def open_image(ioctx: Any, spec: RbdSpec, *, read_only: bool) -> AsyncIterator[Any]:
-    """An open ``rbd.Image`` (at the spec's snapshot, if any), closed on every path.
+async def connect(spec: RbdSpec, options: CephOptions) -> AsyncIterator[Pool]:
+    """The spec's pool (and namespace) on the process's connection to its cluster."""
+    name = str(spec)
+    try:
+        async with pool(settings(spec, options), spec.pool, spec.namespace) as ioctx:
+            yield ioctx
+    except RbdError as exc:
+        if exc.call == "rados_conf_read_file":
+            raise UsageError(f"{name}: bad ceph configuration: {os.strerror(exc.errno)}") from exc
+        if exc.call == "rados_conf_set":
+            raise UsageError(f"{name}: bad ceph option {exc.detail!r}") from exc
+        if exc.call == "rados_ioctx_create" and exc.errno == errno.ENOENT:
+            raise UsageError(f"{name}: no pool {spec.pool!r}") from exc
+        if exc.call in ("rados_create", "rados_connect", "rados_ioctx_create"):
+            raise EndpointError(name, "connect", str(exc)) from exc
+        raise
+
+
+@asynccontextmanager
+async def open_image(
+    ioctx: Pool, spec: RbdSpec, options: CephOptions, *, read_only: bool
+) -> AsyncIterator[Image]:
+    """The image (at the spec's snapshot, if any), closed on every path.
 
     If the block fails, a failure to close is added to its error as a note, not put in its
     place: the first error names the offset that matters.
     """
-    import rbd
-
     name = str(spec)
     try:
-        image = await trio.to_thread.run_sync(
-            lambda: rbd.Image(ioctx, spec.image, snapshot=spec.snapshot, read_only=read_only)
+        image = await ioctx.open(
+            spec.image, snapshot=spec.snapshot, read_only=read_only, deadline=2 * options.timeout
         )
-    except rbd.ImageNotFound as exc:
-        raise UsageError(f"{name}: {await _missing(ioctx, spec)}") from exc
-    except rbd.Error as exc:
-        raise EndpointError(name, "open", _reason(exc)) from exc
+    except RbdError as exc:
+        if exc.errno == errno.ENOENT:
+            raise UsageError(f"{name}: {await _missing(ioctx, spec)}") from exc
+        raise EndpointError(name, "open", str(exc)) from exc
     try:
         yield image
     except BaseException as failure:
         with trio.CancelScope(shield=True):
             try:
                 with ceph_errors(name, "close"):
-                    await trio.to_thread.run_sync(image.close)
+                    await image.close()
             except EndpointError as close_error:
                 failure.add_note(str(close_error))
         raise
     with trio.CancelScope(shield=True), ceph_errors(name, "close"):
-        await trio.to_thread.run_sync(image.close)
+        await image.close()
 
 
-async def _missing(ioctx: Any, spec: RbdSpec) -> str:
+async def _missing(ioctx: Pool, spec: RbdSpec) -> str:
     """Which of the image or its snapshot does not exist."""
-    import rbd
-
-    if spec.snapshot is None:
-        return "no such image"
-    try:
-        names = await trio.to_thread.run_sync(rbd.RBD().list, ioctx)
-    except rbd.Error:
-        names = []
-    if spec.image in names:
+    if spec.snapshot is not None and await ioctx.exists(spec.image):
         return f"no snapshot {spec.snapshot!r}"
     return "no such image"
-
-
-class RbdVolume:
-    """An open RBD image: the reading half shared by the source and the sink."""
-
-    block_size = 1  # librbd is byte-addressed
-
-    def __init__(self, name: str, image: Any, *, read_only: bool) -> None:
-        import rbd
-
-        self.name = name
-        self.image = image
-        self.image_read_only = read_only
-        with ceph_errors(name, "open"):
-            info = image.stat()
-            self.image_features: int = image.features()
-            flags = image.flags()
-        self.size: int = info["size"]
-        self.io_size: int = info["obj_size"]
-        fast_diff = self.image_features & rbd.RBD_FEATURE_FAST_DIFF
-        self.whole_object = bool(fast_diff) and not flags & rbd.RBD_FLAG_FAST_DIFF_INVALID
-        self._metadata = trio.CapacityLimiter(METADATA_THREADS)
-        self._submitters = trio.CapacityLimiter(SUBMIT_THREADS)
-
-    async def read_into(self, offset: int, buf: memoryview) -> int:
-        length = max(0, min(len(buf), self.size - offset))
-        if length == 0:
-            return 0
-        target = address_of(buf)
-
-        def deliver(data: bytes, count: int) -> None:  # on the librbd thread
-            ctypes.memmove(target, data, count)
-
-        got = await self.complete(
-            "read", offset, length, lambda done: self.image.aio_read(offset, length, done), deliver
-        )
-        if got < length:
-            raise EndpointError(self.name, "read", f"short read: {got} bytes", offset, length)
-        return got
-
-    async def read_buffer(self, offset: int, length: int) -> bytes:
-        """The bytes librbd read, as they are: no copy into a buffer of ours."""
-        held: list[bytes] = []
-
-        def keep(data: bytes, count: int) -> None:  # on the librbd thread
-            held.append(data)
-
-        got = await self.complete(
-            "read", offset, length, lambda done: self.image.aio_read(offset, length, done), keep
-        )
-        if got < length:
-            raise EndpointError(self.name, "read", f"short read: {got} bytes", offset, length)
-        return held[0]
-
-    async def extents(self, offset: int, length: int) -> Sequence[Extent]:
-        found: list[tuple[int, int, bool]] = []
-
-        def collect(start: int, count: int, exists: bool) -> int:
-            found.append((start, count, exists))
-            return 0
-
-        def walk() -> None:
-            self.image.diff_iterate(offset, length, None, collect, True, self.whole_object)
-
-        with ceph_errors(self.name, "map", offset, length):
-            await trio.to_thread.run_sync(walk, limiter=self._metadata)
-        return fill_holes(offset, length, found)
-
-    async def complete(
-        self,
-        operation: str,
-        offset: int | None,
-        length: int | None,
-        submit: Callable[[Callable[..., None]], object],
-        deliver: Callable[[bytes, int], None] | None = None,
-        *,
-        in_thread: bool = False,
-    ) -> int:
-        """Submit one aio request and wait for its completion; a failure names the offset.
-
-        ``deliver`` runs on librbd's thread with the bytes read. ``in_thread`` submits from a
-        worker thread, for a submission that copies the payload.
-        """
-        token = trio.lowlevel.current_trio_token()
-        done = trio.Event()
-        outcome: list[int | BaseException] = []
-
-        def on_complete(completion: Any, data: bytes | None = None) -> None:
-            try:  # on a librbd thread: nothing may escape from here
-                value = completion.get_return_value()
-                if value > 0 and deliver is not None and data is not None:
-                    deliver(data, value)
-                outcome.append(value)
-            except BaseException as exc:
-                outcome.append(exc)
-            token.run_sync_soon(done.set)
-
-        with ceph_errors(self.name, operation, offset, length):
-            if in_thread:
-                await trio.to_thread.run_sync(submit, on_complete, limiter=self._submitters)
-            else:
-                submit(on_complete)
-        with trio.CancelScope(shield=True):  # the request cannot be taken back from librbd;
-            await done.wait()  # the image must stay open, and its error be seen, until it ends
-        value = outcome[0]
-        if isinstance(value, BaseException):
-            raise EndpointError(self.name, operation, repr(value), offset, length) from value
-        if value < 0:
-            raise EndpointError(self.name, operation, os.strerror(-value), offset, length)
-        return value
-
-
-def address_of(view: memoryview) -> int:
-    """The address of a writable buffer, for copies that release the GIL (ctypes.memmove)."""
-    return ctypes.addressof(ctypes.c_char.from_buffer(view))
-
-
-def payload(data: memoryview) -> bytes:
-    """``bytes(data)``, with no copy when data is all of a bytes object already.
-
-    The binding's aio_write takes bytes only. A fresh ``bytes(n)`` comes from calloc (no
-    copy, not shared); filling it with ctypes.memmove releases the GIL, so the event loop
-    and the other copies go on meanwhile.
-    """
-    whole = data.obj
-    if isinstance(whole, bytes) and data.nbytes == len(whole):
-        return whole
-    if data.readonly or len(data) < SMALL_PAYLOAD:
-        return bytes(data)
-    out = bytes(len(data))
-    ctypes.memmove(ctypes.c_char_p(out), address_of(data), len(data))
-    return out
-
-
-async def refuse_if_in_use(volume: RbdVolume, role: str, others_allowed: int) -> None:
-    """A UsageError if another client has the image open for writing (it holds a watch).
-
-    Writing to an image in use corrupts it; reading the head of one gives a copy of no
-    single moment. A snapshot is the way to copy a volume in use.
-    """
-    with ceph_errors(volume.name, "open"):
-        watchers = await trio.to_thread.run_sync(lambda: list(volume.image.watchers_list()))
-    own = 0 if volume.image_read_only else 1  # a writable handle watches its image
-    if len(watchers) - own > others_allowed:
-        others = len(watchers) - own
-        hint = "; copy from a snapshot (@SNAP)" if role == "source" else ""
-        raise UsageError(f"{role} {volume.name} is in use by {others} other client(s){hint}")
-
-
-def fill_holes(offset: int, length: int, found: list[tuple[int, int, bool]]) -> list[Extent]:
-    """diff_iterate's allocated runs, clipped to the range, with the gaps between as holes."""
-    end = offset + length
-    extents: list[Extent] = []
-    pos = offset
-    for start, count, exists in sorted(found):
-        start, stop = max(start, pos), min(start + count, end)
-        if stop <= start or not exists:
-            continue
-        if start > pos:
-            extents.append(Extent(pos, start - pos, ExtentKind.HOLE))
-        extents.append(Extent(start, stop - start, ExtentKind.DATA))
-        pos = stop
-    if pos < end:
-        extents.append(Extent(pos, end - pos, ExtentKind.HOLE))
-    return extents

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import trio
 
-from asyncopy.endpoint import BufferSource, Volume, all_data
+from asyncopy.endpoint import Volume, all_data
 from asyncopy.errors import EndpointError
 from asyncopy.plan import DataChunk, Work, data_ranges, fill_zero, plan_window
 
@@ -94,21 +94,6 @@ async def plan_volume(
         )
         for work in plan_window(data_ranges(extents, start, end, grid), start, end, chunk_size):
             await send.send(work)
-
-
-def lender(volume: Volume) -> BufferSource | None:
-    """``volume`` when it hands out buffers of its own, else None."""
-    return volume if isinstance(volume, BufferSource) else None
-
-
-async def chunk_bytes(
-    volume: Volume, lends: BufferSource | None, chunk: DataChunk, buf: memoryview
-) -> tuple[memoryview, int]:
-    """The chunk's bytes and the count read: when ``lends`` is given and the chunk is all
-    data, the buffer the volume filled itself; otherwise ``buf``, filled by ``read_chunk``."""
-    if lends is not None and chunk.data == ((chunk.offset, chunk.offset + chunk.length),):
-        return memoryview(await lends.read_buffer(chunk.offset, chunk.length)), chunk.length
-    return buf, await read_chunk(volume, chunk, buf)
 
 
 async def read_chunk(volume: Volume, chunk: DataChunk, view: memoryview) -> int:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 
 class ExtentKind(enum.Enum):
@@ -69,14 +69,6 @@ class Volume(Protocol):
 
 
 Source = Volume
-
-
-@runtime_checkable
-class BufferSource(Volume, Protocol):
-    """A source that fills buffers of its own (librbd does), handed over to save a copy."""
-
-    async def read_buffer(self, offset: int, length: int) -> bytes:
-        """All of [offset, offset+length) in a new buffer; a short read is an error."""
 
 
 class Sink(Volume, Protocol):

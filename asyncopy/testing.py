@@ -58,11 +58,6 @@ class MemoryVolume:
         buf[:count] = self.data[offset : offset + count]
         return count
 
-    async def read_buffer(self, offset: int, length: int) -> bytes:
-        await trio.lowlevel.checkpoint()
-        self._check("read", offset, length)
-        return bytes(self.data[offset : offset + length])
-
     async def extents(self, offset: int, length: int) -> Sequence[Extent]:
         await trio.lowlevel.checkpoint()
         if self.map is None:

@@ -26,9 +26,7 @@ import xxhash
 
 from asyncopy.chunks import (
     aligned_buffer,
-    chunk_bytes,
     fan_out,
-    lender,
     plan_volume,
     read_chunk,
     run_all,
@@ -196,7 +194,6 @@ async def digest_volume(
     length: int,
     chunk_size: int,
     workers: int,
-    cpu: trio.CapacityLimiter | None = None,
     rate: RateLimit | None = None,
 ) -> DigestTable:
     """Digest [0, length) of ``volume``, reading only what its allocation map says is data.
@@ -208,7 +205,6 @@ async def digest_volume(
     """
     check_grid(volume, chunk_size)
     table = DigestTable(length, chunk_size)
-    lends = lender(volume)
     block = volume.block_size
     read_end = min(-(-min(length, volume.size) // block) * block, volume.size)
 
@@ -227,14 +223,14 @@ async def digest_volume(
                 return
             index = item.offset // chunk_size
             want = table.chunk_length(index)
-            if want == item.length:  # nothing to pad: the volume's own buffer will do
-                span, _ = await chunk_bytes(volume, lends, item, buf[:want])
+            if want == item.length:  # nothing to pad
+                await read_chunk(volume, item, buf[:want])
             else:
                 await _read_padded(volume, item, buf, want)
-                span = buf[:want]
+            span = buf[:want]
             if rate is not None:
                 await rate.spend(len(span))
-            table.set(index, await trio.to_thread.run_sync(chunk_digest, span, limiter=cpu))
+            table.set(index, chunk_digest(span))  # on the loop: cheaper than a thread hop
 
         return work
 
@@ -249,9 +245,7 @@ async def _read_padded(volume: Volume, chunk: DataChunk, buf: memoryview, want: 
         fill_zero(buf[chunk.length : want])
 
 
-async def compare(
-    a: Volume, b: Volume, chunk_size: int, workers: int, cpu: trio.CapacityLimiter | None = None
-) -> list[tuple[int, int]]:
+async def compare(a: Volume, b: Volume, chunk_size: int, workers: int) -> list[tuple[int, int]]:
     """The byte ranges where two volumes differ (a shorter one reads as zero-extended).
 
     Both are read at once, with half of ``workers`` each: the chunks in flight stay within
@@ -261,18 +255,16 @@ async def compare(
     each = max(1, workers // 2)
 
     async def digest(key: str, volume: Volume) -> None:
-        tables[key] = await digest_volume(volume, length, chunk_size, each, cpu)
+        tables[key] = await digest_volume(volume, length, chunk_size, each)
 
     await run_all([partial(digest, "a", a), partial(digest, "b", b)])
     return tables["a"].differing(tables["b"])
 
 
-async def check_manifest(
-    volume: Volume, manifest: Manifest, workers: int, cpu: trio.CapacityLimiter | None = None
-) -> list[tuple[int, int]]:
+async def check_manifest(volume: Volume, manifest: Manifest, workers: int) -> list[tuple[int, int]]:
     """The byte ranges where ``volume`` differs from the manifest (its first SIZE bytes)."""
     expected = manifest.digests
     if volume.size < expected.size:
         return [(volume.size, expected.size - volume.size)]
-    actual = await digest_volume(volume, expected.size, expected.chunk_size, workers, cpu)
+    actual = await digest_volume(volume, expected.size, expected.chunk_size, workers)
     return expected.differing(actual)

@@ -15,14 +15,14 @@ import rbd
 import trio
 
 from asyncopy.api import copy_sync, copy_uri
-from asyncopy.ceph import CephOptions, RbdVolume, parse_rbd
+from asyncopy.ceph import CephOptions, parse_rbd
 from asyncopy.endpoint import ExtentKind
 from asyncopy.engine import CopyOptions, copy
 from asyncopy.errors import EndpointError, UsageError
 from asyncopy.sinks.rbd import RbdCreate, open_rbd_sink
-from asyncopy.sources.rbd import open_rbd_source
+from asyncopy.sources.rbd import RbdVolume, open_rbd_source
 from asyncopy.testing import Faults, FaultyVolume
-from asyncopy.uri import EndpointOptions, open_source
+from asyncopy.uri import EndpointOptions, open_sink, open_source
 from tests.cephtools import Cluster, MiB, objects_with_data, qemu_identical
 from tests.conftest import MakeLoop, write_pattern
 from tests.test_cli import run
@@ -140,8 +140,10 @@ async def test_the_source_is_opened_read_only(ceph: Cluster) -> None:
     ceph.create(name, 4 * MiB, [(0, 10)])
     async with open_source(ceph.uri(name)) as volume:
         assert isinstance(volume, RbdVolume)
-        with pytest.raises(rbd.ReadOnlyImage):
-            volume.image.write(b"x", 0)
+        assert await volume.image.watchers() == []  # librbd watches what it opens to write
+        async with open_sink(ceph.uri(name), size=volume.size) as writer:
+            assert isinstance(writer, RbdVolume)
+            assert len(await writer.image.watchers()) == 1  # that is: the same image, writable
 
 
 def test_copy_from_a_snapshot_while_the_head_is_written(ceph: Cluster, tmp_path: Path) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from asyncopy.ceph import RbdSpec, fill_holes, parse_rbd
+from asyncopy.ceph import RbdSpec, parse_rbd
 from asyncopy.endpoint import Extent, ExtentKind
 from asyncopy.errors import UsageError
+from asyncopy.sources.rbd import fill_holes
 from asyncopy.uri import parse
 
 

@@ -10,25 +10,17 @@ zeros for partial objects).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
-from asyncopy.ceph import (
-    CephOptions,
-    RbdSpec,
-    RbdVolume,
-    ceph_errors,
-    connect,
-    open_image,
-    payload,
-    refuse_if_in_use,
-)
+from asyncopy.ceph import CephOptions, RbdSpec, ceph_errors, connect, open_image
 from asyncopy.endpoint import ExtentKind
 from asyncopy.errors import UsageError
+from asyncopy.librbd import Image, Pool, RbdError
+from asyncopy.sources.rbd import RbdVolume, refuse_if_in_use
 
 FEATURES = {
     "layering": 1 << 0,
@@ -77,27 +69,22 @@ class RbdCreate:
 class RbdSink(RbdVolume):
     needs_aligned_buffers = False
 
-    def __init__(self, name: str, image: Any, known_zero: bool) -> None:
+    def __init__(self, name: str, image: Image, known_zero: bool) -> None:
         super().__init__(name, image, read_only=False)
         self.known_zero = known_zero
 
     async def write(self, offset: int, data: memoryview) -> None:
-        held: list[bytes] = []  # librbd sends from it (zero-copy): alive until completion
-
-        def submit(done: Callable[..., None]) -> object:
-            held.append(payload(data))
-            return self.image.aio_write(held[0], offset, done)
-
-        await self.complete("write", offset, len(data), submit, in_thread=True)
+        with ceph_errors(self.name, "write", offset, len(data)):
+            await self.image.write(offset, data)
 
     async def write_zeroes(self, offset: int, length: int) -> bool:
-        await self.complete(
-            "zero", offset, length, lambda done: self.image.aio_write_zeroes(offset, length, done)
-        )
+        with ceph_errors(self.name, "zero", offset, length):
+            await self.image.write_zeroes(offset, length)
         return True
 
     async def flush(self) -> None:
-        await self.complete("flush", None, None, self.image.aio_flush)
+        with ceph_errors(self.name, "flush"):
+            await self.image.flush()
 
 
 @asynccontextmanager
@@ -128,7 +115,7 @@ async def open_rbd_sink(
                 f"destination {spec} exists: {', '.join(create.given())} apply to a new image"
             )
         try:
-            async with open_image(ioctx, spec, read_only=False) as image:
+            async with open_image(ioctx, spec, options, read_only=False) as image:
                 sink = RbdSink(str(spec), image, known_zero=created or target_is_zero)
                 if sink.size < size:
                     raise UsageError(
@@ -164,38 +151,23 @@ async def hold_lock(sink: RbdSink) -> None:
     complete. Held from the start, no other client can write meanwhile, and every write
     reaches the OSDs and fails within the librados timeout.
     """
-    import rbd
-
-    if sink.image_features & rbd.RBD_FEATURE_EXCLUSIVE_LOCK:
+    if sink.exclusive_lock:
         with ceph_errors(sink.name, "lock"):
-            await trio.to_thread.run_sync(sink.image.lock_acquire, rbd.RBD_LOCK_MODE_EXCLUSIVE)
+            await sink.image.lock_exclusive()
 
 
 async def _create(
-    ioctx: Any, spec: RbdSpec, size: int, order: int | None, features: int | None, pool: str | None
+    ioctx: Pool, spec: RbdSpec, size: int, order: int | None, features: int | None, pool: str | None
 ) -> bool:
     """Create the image; False if it already exists."""
-    import rbd
-
-    def create() -> bool:
-        try:
-            rbd.RBD().create(
-                ioctx, spec.image, size, order=order, features=features, data_pool=pool
-            )
-        except rbd.ImageExists:
-            return False
-        return True
-
     with ceph_errors(str(spec), "create"):
-        return await trio.to_thread.run_sync(create)
+        return await ioctx.create(spec.image, size, order=order, features=features, data_pool=pool)
 
 
-async def _remove(ioctx: Any, spec: RbdSpec) -> str | None:
+async def _remove(ioctx: Pool, spec: RbdSpec) -> str | None:
     """Remove an image this copy created; what went wrong, if it could not."""
-    import rbd
-
     try:
-        await trio.to_thread.run_sync(rbd.RBD().remove, ioctx, spec.image)
-    except rbd.Error as exc:
+        await ioctx.remove(spec.image)
+    except RbdError as exc:
         return f"the partial image {spec} was left behind: {exc}"
     return None

@@ -1,35 +1,106 @@
-"""An RBD image (or one of its snapshots) as a source, through librbd, opened read-only.
+"""An RBD image (or one of its snapshots) as a source, through librbd, opened read-only; and
+the reading half every RBD endpoint shares.
 
 Copy from a snapshot (``rbd:POOL/IMAGE@SNAP``) to copy a volume that is in use: the head may
 change during the copy, a snapshot does not. The allocation map comes from diff_iterate, in
 whole-object mode only when the fast-diff map is enabled and valid (then it costs no OSD
-reads); otherwise diff_iterate lists the exact extents.
+reads); otherwise diff_iterate lists the exact extents. Reads go straight into the engine's
+buffers (``asyncopy.librbd``).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from asyncopy.ceph import (
-    CephOptions,
-    RbdSpec,
-    RbdVolume,
-    connect,
-    open_image,
-    refuse_if_in_use,
-)
+import trio
+
+from asyncopy.ceph import CephOptions, RbdSpec, ceph_errors, connect, open_image
+from asyncopy.endpoint import Extent, ExtentKind
+from asyncopy.errors import EndpointError, UsageError
+from asyncopy.librbd import EXCLUSIVE_LOCK, FAST_DIFF, FAST_DIFF_INVALID, Image
+
+METADATA_THREADS = 4
+
+
+class RbdVolume:
+    """An open RBD image: the reading half shared by the source and the sink."""
+
+    block_size = 1  # librbd is byte-addressed
+
+    def __init__(self, name: str, image: Image, *, read_only: bool) -> None:
+        self.name = name
+        self.image = image
+        self.image_read_only = read_only
+        self.size = image.size
+        self.io_size = image.object_size
+        self.exclusive_lock = bool(image.features & EXCLUSIVE_LOCK)
+        fast_diff = image.features & FAST_DIFF
+        self.whole_object = bool(fast_diff) and not image.flags & FAST_DIFF_INVALID
+        self._metadata = trio.CapacityLimiter(METADATA_THREADS)
+
+    async def read_into(self, offset: int, buf: memoryview) -> int:
+        length = max(0, min(len(buf), self.size - offset))
+        if length == 0:
+            return 0
+        with ceph_errors(self.name, "read", offset, length):
+            got = await self.image.read(offset, buf[:length])
+        if got < length:
+            raise EndpointError(self.name, "read", f"short read: {got} bytes", offset, length)
+        return got
+
+    async def extents(self, offset: int, length: int) -> Sequence[Extent]:
+        with ceph_errors(self.name, "map", offset, length):
+            async with self._metadata:
+                found = await self.image.allocated(offset, length, self.whole_object)
+        return fill_holes(offset, length, found)
 
 
 class RbdSource(RbdVolume):
-    pass
+    """An image or snapshot, read-only."""
 
 
 @asynccontextmanager
 async def open_rbd_source(spec: RbdSpec, options: CephOptions) -> AsyncIterator[RbdSource]:
     """Open an image read-only; the connection and the image are closed on every path."""
-    async with connect(spec, options) as ioctx, open_image(ioctx, spec, read_only=True) as image:
+    async with (
+        connect(spec, options) as ioctx,
+        open_image(ioctx, spec, options, read_only=True) as image,
+    ):
         source = RbdSource(str(spec), image, read_only=True)
         if spec.snapshot is None:
             await refuse_if_in_use(source, "source", others_allowed=options.callers_handles)
         yield source
+
+
+async def refuse_if_in_use(volume: RbdVolume, role: str, others_allowed: int) -> None:
+    """A UsageError if another client has the image open for writing (it holds a watch).
+
+    Writing to an image in use corrupts it; reading the head of one gives a copy of no
+    single moment. A snapshot is the way to copy a volume in use.
+    """
+    with ceph_errors(volume.name, "open"):
+        watchers = await volume.image.watchers()
+    own = 0 if volume.image_read_only else 1  # a writable handle watches its image
+    if len(watchers) - own > others_allowed:
+        others = len(watchers) - own
+        hint = "; copy from a snapshot (@SNAP)" if role == "source" else ""
+        raise UsageError(f"{role} {volume.name} is in use by {others} other client(s){hint}")
+
+
+def fill_holes(offset: int, length: int, found: list[tuple[int, int, bool]]) -> list[Extent]:
+    """diff_iterate's allocated runs, clipped to the range, with the gaps between as holes."""
+    end = offset + length
+    extents: list[Extent] = []
+    pos = offset
+    for start, count, exists in sorted(found):
+        start, stop = max(start, pos), min(start + count, end)
+        if stop <= start or not exists:
+            continue
+        if start > pos:
+            extents.append(Extent(pos, start - pos, ExtentKind.HOLE))
+        extents.append(Extent(start, stop - start, ExtentKind.DATA))
+        pos = stop
+    if pos < end:
+        extents.append(Extent(pos, end - pos, ExtentKind.HOLE))
+    return extents

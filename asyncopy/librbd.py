@@ -1,0 +1,420 @@
+"""librados and librbd through cffi (``asyncopy._librbd``): a thin layer, driven from trio.
+
+- **One connection per cluster per process.** ``connection(settings)`` hands out a shared,
+  counted librados connection keyed by its settings (configuration file, user, options): a
+  source and a destination on one cluster share it, and it is shut down when the last user
+  leaves.
+- **No thread hop, no GIL taken by librbd.** Reads and writes are ``rbd_aio_*`` requests made
+  from the event loop, straight into or out of the caller's buffer, with completions that have
+  no callback: librbd queues each on the image and signals the image's eventfd. One waiting
+  task at a time watches that fd and, when it fires, hands every finished completion to its
+  waiter; when its own request is done it passes the watch on.
+- **Every wait is bounded.** A request cannot be taken back from librbd, so its waiter is
+  shielded from cancellation, but only until ``deadline`` seconds: past that the image is
+  declared broken and abandoned (``rbd_close`` would wait for the request), and the request
+  fails with ETIMEDOUT.
+- Calls that block (connect, open, close, create, remove, the allocation map, locks, watchers)
+  run in worker threads; errors are ``RbdError`` (the call and its errno), never a message
+  holding a configuration value.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from asyncopy._librbd import ffi, lib
+
+POLL_BATCH = 32  # completions taken per rbd_poll_io_events call
+EXCLUSIVE_LOCK = int(lib.RBD_FEATURE_EXCLUSIVE_LOCK)
+FAST_DIFF = int(lib.RBD_FEATURE_FAST_DIFF)
+FAST_DIFF_INVALID = int(lib.RBD_FLAG_FAST_DIFF_INVALID)
+CData = Any  # a cffi pointer
+
+
+class RbdError(Exception):
+    """A librados or librbd call failed: which call, and its errno."""
+
+    def __init__(self, call: str, number: int, detail: str = "") -> None:
+        self.call, self.errno, self.detail = call, number, detail
+        super().__init__(f"{call}{' ' + detail if detail else ''}: {os.strerror(number)}")
+
+
+def check(call: str, result: int, detail: str = "") -> int:
+    """``result`` if it is not a negative errno; else an RbdError."""
+    if result < 0:
+        raise RbdError(call, -result, detail)
+    return result
+
+
+# -- connections ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What makes a connection: equal settings share one."""
+
+    conf: str | None  # a ceph.conf; None: librados' default search, if any is found
+    user: str | None  # the cephx id (without "client."); None: admin
+    options: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold a key
+
+
+class _Connections:
+    """The process's open connections, counted; connecting holds the lock (it is brief)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.open: dict[Settings, list[Any]] = {}  # settings -> [rados_t, users]
+
+    def acquire(self, settings: Settings) -> CData:
+        with self.lock:
+            entry = self.open.get(settings)
+            if entry is None:
+                entry = self.open[settings] = [_connect(settings), 0]
+            entry[1] += 1
+            return entry[0]
+
+    def release(self, settings: Settings) -> None:
+        with self.lock:
+            entry = self.open[settings]
+            entry[1] -= 1
+            if entry[1]:
+                return
+            del self.open[settings]
+        lib.rados_shutdown(entry[0])
+
+
+_CONNECTIONS = _Connections()
+
+
+def _connect(settings: Settings) -> CData:
+    handle = ffi.new("rados_t *")
+    check("rados_create", lib.rados_create(handle, _text(settings.user)))
+    cluster = handle[0]
+    try:
+        if settings.conf is not None:
+            check("rados_conf_read_file", lib.rados_conf_read_file(cluster, _text(settings.conf)))
+        else:  # as qemu: the default places, if a file is there
+            lib.rados_conf_read_file(cluster, ffi.NULL)
+        for key, value in settings.options:
+            check("rados_conf_set", lib.rados_conf_set(cluster, _text(key), _text(value)), key)
+        check("rados_connect", lib.rados_connect(cluster))
+    except BaseException:
+        lib.rados_shutdown(cluster)
+        raise
+    return cluster
+
+
+def open_connections() -> int:
+    """How many librados connections this process holds."""
+    with _CONNECTIONS.lock:
+        return len(_CONNECTIONS.open)
+
+
+@asynccontextmanager
+async def pool(settings: Settings, name: str, namespace: str = "") -> AsyncIterator[Pool]:
+    """An I/O context on a pool (and namespace), over the shared connection."""
+    cluster = await trio.to_thread.run_sync(_CONNECTIONS.acquire, settings)
+    try:
+        handle = ffi.new("rados_ioctx_t *")
+        check("rados_ioctx_create", lib.rados_ioctx_create(cluster, _text(name), handle), name)
+        ioctx = Pool(handle[0])
+        try:
+            if namespace:
+                lib.rados_ioctx_set_namespace(ioctx.handle, _text(namespace))
+            yield ioctx
+        finally:
+            lib.rados_ioctx_destroy(ioctx.handle)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_CONNECTIONS.release, settings)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """An open ``rados_ioctx_t``: where images are created, removed and opened."""
+
+    handle: CData
+
+    async def create(
+        self,
+        name: str,
+        size: int,
+        *,
+        order: int | None = None,
+        features: int | None = None,
+        data_pool: str | None = None,
+    ) -> bool:
+        """Create an image (format 2); False if one of that name exists."""
+
+        def create() -> bool:
+            with _image_options(order, features, data_pool) as options:
+                result = lib.rbd_create4(self.handle, _text(name), size, options)
+            if result == -errno.EEXIST:
+                return False
+            check("rbd_create4", result, name)
+            return True
+
+        return await trio.to_thread.run_sync(create)
+
+    async def remove(self, name: str) -> None:
+        result = await trio.to_thread.run_sync(lib.rbd_remove, self.handle, _text(name))
+        check("rbd_remove", result, name)
+
+    async def exists(self, name: str) -> bool:
+        """Whether the image (its head) can be opened."""
+        try:
+            image = await self.open(name, read_only=True, deadline=0.0)
+        except RbdError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        with trio.CancelScope(shield=True):
+            await image.close()
+        return True
+
+    async def open(
+        self, name: str, *, snapshot: str | None = None, read_only: bool, deadline: float
+    ) -> Image:
+        """Open an image; its ``close`` must follow on every path."""
+        return await trio.to_thread.run_sync(self._open, name, snapshot, read_only, deadline)
+
+    def _open(self, name: str, snapshot: str | None, read_only: bool, deadline: float) -> Image:
+        handle = ffi.new("rbd_image_t *")
+        opener = lib.rbd_open_read_only if read_only else lib.rbd_open
+        check("rbd_open", opener(self.handle, _text(name), handle, _text(snapshot)), name)
+        try:
+            return Image(handle[0], deadline)
+        except BaseException:
+            lib.rbd_close(handle[0])
+            raise
+
+
+@contextmanager
+def _image_options(
+    order: int | None, features: int | None, data_pool: str | None
+) -> Iterator[CData]:
+    options = ffi.new("rbd_image_options_t *")
+    lib.rbd_image_options_create(options)
+    try:
+        if order is not None:
+            lib.rbd_image_options_set_uint64(options[0], lib.RBD_IMAGE_OPTION_ORDER, order)
+        if features is not None:
+            lib.rbd_image_options_set_uint64(options[0], lib.RBD_IMAGE_OPTION_FEATURES, features)
+        if data_pool is not None:
+            lib.rbd_image_options_set_string(
+                options[0], lib.RBD_IMAGE_OPTION_DATA_POOL, _text(data_pool)
+            )
+        yield options[0]
+    finally:
+        lib.rbd_image_options_destroy(options[0])
+
+
+# -- images ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Request:
+    """One aio request in flight: what its waiter needs, and the buffer librbd holds."""
+
+    buffer: CData
+    result: int | None = None
+    wake: trio.Event = field(default_factory=trio.Event)
+
+
+class Image:
+    """An open ``rbd_image_t`` with its completion eventfd."""
+
+    def __init__(self, handle: CData, deadline: float) -> None:
+        self.handle = handle
+        self.deadline = deadline
+        self.broken = False
+        info = ffi.new("rbd_image_info_t *")
+        check("rbd_stat", lib.rbd_stat(handle, info, ffi.sizeof("rbd_image_info_t")))
+        self.size, self.object_size = int(info.size), int(info.obj_size)
+        value = ffi.new("uint64_t *")
+        check("rbd_get_features", lib.rbd_get_features(handle, value))
+        self.features = int(value[0])
+        check("rbd_get_flags", lib.rbd_get_flags(handle, value))
+        self.flags = int(value[0])
+        self.events = check("eventfd", lib.eventfd(0, lib.EVENTFD_NONBLOCK | lib.EVENTFD_CLOEXEC))
+        try:
+            notify = lib.rbd_set_image_notification(handle, self.events, lib.EVENT_TYPE_EVENTFD)
+            check("rbd_set_image_notification", notify)
+        except BaseException:
+            os.close(self.events)
+            raise
+        self._ids = itertools.count(1)
+        self._pending: dict[int, _Request] = {}
+        self._watching = False
+
+    async def read(self, offset: int, buf: memoryview) -> int:
+        """Read len(buf) bytes at ``offset`` into ``buf``; the count read."""
+        target = ffi.from_buffer(buf, require_writable=True)
+        return await self._request(
+            "rbd_aio_read",
+            target,
+            lambda done: lib.rbd_aio_read(self.handle, offset, len(buf), target, done),
+        )
+
+    async def write(self, offset: int, data: memoryview) -> None:
+        """Write ``data`` at ``offset``; librbd sends from it, so it is held until done."""
+        source = ffi.from_buffer(data)
+        await self._request(
+            "rbd_aio_write",
+            source,
+            lambda done: lib.rbd_aio_write(self.handle, offset, len(data), source, done),
+        )
+
+    async def write_zeroes(self, offset: int, length: int) -> None:
+        await self._request(
+            "rbd_aio_write_zeroes",
+            None,
+            lambda done: lib.rbd_aio_write_zeroes(self.handle, offset, length, done, 0, 0),
+        )
+
+    async def flush(self) -> None:
+        await self._request(
+            "rbd_aio_flush", None, lambda done: lib.rbd_aio_flush(self.handle, done)
+        )
+
+    async def allocated(
+        self, offset: int, length: int, whole_object: bool
+    ) -> list[tuple[int, int, bool]]:
+        """``rbd_diff_iterate2`` from the beginning (parent included): (offset, length,
+        exists) per run."""
+        found: list[tuple[int, int, bool]] = []
+
+        def walk() -> None:
+            arg = ffi.new_handle(found)
+            result = lib.rbd_diff_iterate2(
+                self.handle,
+                ffi.NULL,
+                offset,
+                length,
+                1,
+                whole_object,
+                lib.asyncopy_diff_extent,
+                arg,
+            )
+            check("rbd_diff_iterate2", result)
+
+        await trio.to_thread.run_sync(walk)
+        return found
+
+    async def watchers(self) -> list[str]:
+        """The addresses of the clients watching the image (this one too, if writable)."""
+        return await trio.to_thread.run_sync(self._watchers)
+
+    def _watchers(self) -> list[str]:
+        room = 16
+        while True:
+            watchers = ffi.new("rbd_image_watcher_t[]", room)
+            count = ffi.new("size_t *", room)
+            result = lib.rbd_watchers_list(self.handle, watchers, count)
+            if result == -errno.ERANGE:
+                room = max(int(count[0]), room * 2)
+                continue
+            check("rbd_watchers_list", result)
+            try:
+                return [ffi.string(watchers[i].addr).decode() for i in range(count[0])]
+            finally:
+                lib.rbd_watchers_list_cleanup(watchers, count[0])
+
+    async def lock_exclusive(self) -> None:
+        """Take the exclusive lock and keep it (no other client is handed it)."""
+        result = await trio.to_thread.run_sync(
+            lib.rbd_lock_acquire, self.handle, lib.RBD_LOCK_MODE_EXCLUSIVE
+        )
+        check("rbd_lock_acquire", result)
+
+    async def close(self) -> None:
+        """Close the image, unless a request is still in librbd's hands (then abandon it)."""
+        if self.broken:
+            return
+        try:
+            check("rbd_close", await trio.to_thread.run_sync(lib.rbd_close, self.handle))
+        finally:
+            os.close(self.events)
+
+    async def _request(self, call: str, buffer: CData, submit: Callable[[CData], int]) -> int:
+        if self.broken:
+            raise RbdError(call, errno.EIO, "(an earlier request never completed)")
+        completion = ffi.new("rbd_completion_t *")
+        key = next(self._ids)
+        check(
+            "rbd_aio_create_completion",
+            lib.rbd_aio_create_completion(ffi.cast("void *", key), ffi.NULL, completion),
+        )
+        request = self._pending[key] = _Request(buffer)
+        result = submit(completion[0])
+        if result < 0:
+            del self._pending[key]
+            lib.rbd_aio_release(completion[0])
+            raise RbdError(call, -result)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.deadline):
+            await self._wait(request)
+        if request.result is None:
+            self.broken = True
+            raise RbdError(call, errno.ETIMEDOUT, f"(no completion in {self.deadline:g} s)")
+        return check(call, request.result)
+
+    async def _wait(self, request: _Request) -> None:
+        """Until ``request`` is done: watch the eventfd if no other task does, else sleep
+        until woken (done, or handed the watch)."""
+        while request.result is None:
+            if self._watching:
+                await request.wake.wait()
+                request.wake = trio.Event()
+                continue
+            self._watching = True
+            try:
+                await trio.lowlevel.wait_readable(self.events)
+                self._collect()
+            finally:
+                self._watching = False
+                self._hand_over()
+
+    def _collect(self) -> None:
+        """Take every finished completion off the image and wake its waiter."""
+        with suppress(BlockingIOError):
+            os.read(self.events, 8)
+        completions = ffi.new("rbd_completion_t[]", POLL_BATCH)
+        while True:
+            count = lib.rbd_poll_io_events(self.handle, completions, POLL_BATCH)
+            for index in range(max(count, 0)):
+                completion = completions[index]
+                key = int(ffi.cast("uintptr_t", lib.rbd_aio_get_arg(completion)))
+                result = int(lib.rbd_aio_get_return_value(completion))
+                lib.rbd_aio_release(completion)
+                request = self._pending.pop(key)
+                request.result = result
+                request.wake.set()
+            if count < POLL_BATCH:
+                return
+
+    def _hand_over(self) -> None:
+        """Wake one task still waiting, to watch the eventfd in turn."""
+        for request in self._pending.values():
+            if request.result is None:
+                request.wake.set()
+                return
+
+
+@ffi.def_extern()  # type: ignore[untyped-decorator]
+def asyncopy_diff_extent(offset: int, length: int, exists: int, arg: CData) -> int:
+    found: list[tuple[int, int, bool]] = ffi.from_handle(arg)
+    found.append((int(offset), int(length), bool(exists)))
+    return 0
+
+
+def _text(value: str | None) -> CData:
+    return ffi.NULL if value is None else value.encode()
