@@ -123,26 +123,32 @@ def open_connections() -> int:
 async def pool(settings: Settings, name: str, namespace: str = "") -> AsyncIterator[Pool]:
     """An I/O context on a pool (and namespace), over the shared connection."""
     cluster = await trio.to_thread.run_sync(_CONNECTIONS.acquire, settings)
+    ioctx: Pool | None = None
     try:
         handle = ffi.new("rados_ioctx_t *")
         check("rados_ioctx_create", lib.rados_ioctx_create(cluster, _text(name), handle), name)
         ioctx = Pool(handle[0])
-        try:
-            if namespace:
-                lib.rados_ioctx_set_namespace(ioctx.handle, _text(namespace))
-            yield ioctx
-        finally:
-            lib.rados_ioctx_destroy(ioctx.handle)
+        if namespace:
+            lib.rados_ioctx_set_namespace(ioctx.handle, _text(namespace))
+        yield ioctx
     finally:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(_CONNECTIONS.release, settings)
+        # An abandoned image holds a request librados may still answer: then all stay open.
+        if ioctx is None or not ioctx.abandoned:
+            if ioctx is not None:
+                lib.rados_ioctx_destroy(ioctx.handle)
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(_CONNECTIONS.release, settings)
 
 
-@dataclass(frozen=True)
 class Pool:
-    """An open ``rados_ioctx_t``: where images are created, removed and opened."""
+    """An open ``rados_ioctx_t``: where images are created, removed and opened.
 
-    handle: CData
+    ``abandoned`` once an image opened here was: the pool and its connection then stay open.
+    """
+
+    def __init__(self, handle: CData) -> None:
+        self.handle = handle
+        self.abandoned = False
 
     async def create(
         self,
@@ -192,7 +198,7 @@ class Pool:
         opener = lib.rbd_open_read_only if read_only else lib.rbd_open
         check("rbd_open", opener(self.handle, _text(name), handle, _text(snapshot)), name)
         try:
-            return Image(handle[0], deadline)
+            return Image(handle[0], deadline, self)
         except BaseException:
             lib.rbd_close(handle[0])
             raise
@@ -233,9 +239,10 @@ class _Request:
 class Image:
     """An open ``rbd_image_t`` with its completion eventfd."""
 
-    def __init__(self, handle: CData, deadline: float) -> None:
+    def __init__(self, handle: CData, deadline: float, pool: Pool) -> None:
         self.handle = handle
         self.deadline = deadline
+        self.pool = pool
         self.broken = False
         info = ffi.new("rbd_image_info_t *")
         check("rbd_stat", lib.rbd_stat(handle, info, ffi.sizeof("rbd_image_info_t")))
@@ -363,7 +370,7 @@ class Image:
         with trio.CancelScope(shield=True, deadline=trio.current_time() + self.deadline):
             await self._wait(request)
         if request.result is None:
-            self.broken = True
+            self.broken = self.pool.abandoned = True
             raise RbdError(call, errno.ETIMEDOUT, f"(no completion in {self.deadline:g} s)")
         return check(call, request.result)
 

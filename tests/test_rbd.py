@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -14,8 +15,10 @@ import pytest
 import rbd
 import trio
 
+from asyncopy import librbd
 from asyncopy.api import copy_sync, copy_uri
 from asyncopy.ceph import CephOptions, parse_rbd
+from asyncopy.ceph import settings as ceph_settings
 from asyncopy.endpoint import ExtentKind
 from asyncopy.engine import CopyOptions, copy
 from asyncopy.errors import EndpointError, UsageError
@@ -358,3 +361,42 @@ def test_creation_options_for_an_existing_image_or_a_file_are_bad_input(
     with pytest.raises(UsageError, match="apply to an rbd: destination only"):
         copy_sync(ceph.uri(src_name), str(tmp_path / "f.img"), dst_options=options)
     assert not (tmp_path / "f.img").exists()
+
+
+async def test_a_source_and_a_destination_on_one_cluster_share_one_connection(
+    ceph: Cluster,
+) -> None:
+    src, dst = ceph.name(), ceph.name()
+    content = ceph.create(src, 8 * MiB, [(0, MiB), (5 * MiB, 4096)])
+    assert librbd.open_connections() == 0
+    async with (
+        open_source(ceph.uri(src)) as source,
+        open_sink(ceph.uri(dst), size=source.size) as sink,
+    ):
+        assert librbd.open_connections() == 1
+        await copy(source, sink, CopyOptions(verify=True))
+    assert librbd.open_connections() == 0
+    assert ceph.read(dst) == content
+
+
+async def test_a_request_that_never_completes_fails_within_its_deadline(ceph: Cluster) -> None:
+    """With the settings asyncopy uses (cache off, zero-copy writes), Pacific's librbd never
+    completes a write it refuses before sending (here: to an image opened read-only). The
+    wait ends at the deadline, the image is abandoned, not closed with the request in
+    flight, and its pool and connection are kept open for the same reason."""
+    name = ceph.name()
+    ceph.create(name, MiB, [(0, 10)])
+    settings = ceph_settings(parse_rbd(f"{ceph.pool}/{name}:conf={ceph.conf}"), CephOptions())
+    async with librbd.pool(settings, ceph.pool) as pool:
+        image = await pool.open(name, read_only=True, deadline=1.0)
+        started = trio.current_time()
+        with pytest.raises(librbd.RbdError) as caught:
+            await image.write(0, memoryview(b"x"))
+        assert caught.value.errno == errno.ETIMEDOUT
+        assert 1.0 <= trio.current_time() - started < 5
+        assert image.broken
+        with pytest.raises(librbd.RbdError, match="never completed"):
+            await image.read(0, memoryview(bytearray(10)))
+        await image.close()  # abandons it
+    assert pool.abandoned
+    assert librbd.open_connections() == 1  # kept: librados may still answer the request
