@@ -16,7 +16,9 @@
    output is checked with ``asyncopy verify --manifest`` against the digests of the bytes
    the benchmark wrote (not read back by asyncopy; it reads only the output: half the reads
    of a compare), its allocation read, and it is removed; after an RBD image the cluster
-   settles. The sources, and the extras' outputs, are checked with ``qemu-img compare``.
+   settles. Each run gives its wall time, peak RSS and CPU (user + sys of the command and
+   its children), and the CPU the stack's daemons (ceph-mon, ceph-osd, tgtd) spent
+   meanwhile. The sources, and the extras' outputs, are checked with ``qemu-img compare``.
    A wrong copy or a failing command stops everything with one line.
 4. The extras: ``copy --verify`` against the copy alone (rows of the main table), ``asyncopy
    verify`` against ``qemu-img compare``, a thin 64 GiB image against a dense 256 MiB one, and
@@ -59,6 +61,7 @@ from benchmarks.cinder_runs import MANAGERS, migrate_there_and_back
 from benchmarks.measure import (
     BenchError,
     Run,
+    Timing,
     check_identical,
     check_manifest,
     file_allocated,
@@ -66,9 +69,9 @@ from benchmarks.measure import (
     own_seconds,
     poison,
     rbd_allocated,
-    timed,
 )
 from benchmarks.measure import run as run_command
+from benchmarks.measure import timed as timed_command
 from benchmarks.report import layout_name
 from benchmarks.scenarios import (
     ASYNCOPY,
@@ -259,6 +262,10 @@ class Bench:
         self.dst: dict[str, Endpoint] = {}
         self.cinder: list[dict[str, Any]] = []
 
+    def timed(self, argv: Sequence[str], what: str, sync: str | None = None) -> Timing:
+        """A timed run, with the CPU the stack's daemons spent meanwhile."""
+        return timed_command(argv, what=what, sync=sync, daemons=self.stack.daemons)
+
     def rbd(self, name: str) -> Endpoint:
         return rbd_endpoint(self.conf, self.pool, name)
 
@@ -369,7 +376,7 @@ class Bench:
         what = f"{tool.name} on {case.path} ({layout_name(case.layout)})"
         dst = case.dst
         self.prepare(dst, tool, case.size)
-        timing = timed(tool.argv, what=what, sync=dst.sync)
+        timing = self.timed(tool.argv, what, sync=dst.sync)
         seconds = timing.seconds
         if tool.role is Role.CINDER:
             seconds = float(json.loads(timing.stdout)["seconds"])
@@ -394,9 +401,13 @@ class Bench:
                 source_allocated=case.source_allocated,
                 verified=True,
                 wall_seconds=timing.seconds,
+                cpu_seconds=timing.cpu_seconds,
+                daemon_cpu_seconds=timing.daemon_cpu_seconds,
             )
         )
-        log(f"{case.group} {what} round {round_number + 1}: {seconds:.2f} s")
+        daemons = sum(timing.daemon_cpu_seconds.values())
+        cpu = f"CPU {timing.cpu_seconds:.2f} s (daemons {daemons:.2f} s)"
+        log(f"{case.group} {what} round {round_number + 1}: {seconds:.2f} s, {cpu}")
         if dst.image is not None:  # the OSD frees the removed image's objects meanwhile
             time.sleep(self.s.settle)
 
@@ -442,7 +453,7 @@ class Bench:
         ]
         for round_number in range(self.s.repeats):
             for name, argv in cases:  # in this order: each read follows its write
-                timing = timed(argv, what=f"{name} (ceiling)")
+                timing = self.timed(argv, f"{name} (ceiling)")
                 seconds = own_seconds(name, timing, size)
                 self.runs.append(
                     Run(
@@ -456,6 +467,8 @@ class Bench:
                         seconds=seconds,
                         peak_rss=timing.peak_rss,
                         wall_seconds=timing.seconds,
+                        cpu_seconds=timing.cpu_seconds,
+                        daemon_cpu_seconds=timing.daemon_cpu_seconds,
                     )
                 )
                 log(f"ceiling round {round_number + 1}: {name} {size / seconds / MiB:.0f} MiB/s")
@@ -476,7 +489,7 @@ class Bench:
         for round_number in range(self.s.repeats):
             for name, argv in rotated(checks, round_number):
                 what = f"{name} of rbd src and its copy ({layout_name(layout.id)})"
-                timing = timed(argv, what=what)
+                timing = self.timed(argv, what)
                 self.runs.append(
                     Run(
                         group="verify",
@@ -490,6 +503,8 @@ class Bench:
                         peak_rss=timing.peak_rss,
                         verified=True,
                         wall_seconds=timing.seconds,
+                        cpu_seconds=timing.cpu_seconds,
+                        daemon_cpu_seconds=timing.daemon_cpu_seconds,
                     )
                 )
                 log(f"verify {what} round {round_number + 1}: {timing.seconds:.2f} s")

@@ -1,10 +1,16 @@
-"""Timing, peak RSS, caches, verification and allocation of one run, and the machine.
+"""Timing, peak RSS, CPU, caches, verification and allocation of one run, and the machine.
 
 A run is timed as an operator runs the command: process start included, page caches dropped
 before, and a file or device output synced inside the timed span (asyncopy fsyncs on its own;
-the peers do not). Peak RSS comes from GNU time (``/usr/bin/time -f %M``): the child's own
-``ru_maxrss`` would include the high-water mark of the large Python parent it was forked from.
-Every failure is a ``BenchError`` of one line naming the tool, the path and the stderr.
+the peers do not). One wrapper measures the command: GNU time (``/usr/bin/time -f %M``) gives
+its peak RSS (the child's own ``ru_maxrss`` would include the high-water mark of the large
+Python parent it was forked from), and the CPU is the rusage the kernel adds up as that
+wrapper is reaped (``RUSAGE_CHILDREN`` before and after: user + sys of the command, its threads
+and every child it waited for, the sync of its output and GNU time's own millisecond), in
+microseconds where GNU time's ``%U %S`` print hundredths, which a 64 MiB ``dd`` rounds to zero.
+The dev stack's daemons' CPU over the same span comes from ``/proc/PID/stat`` (utime + stime,
+in clock ticks). Every failure is a ``BenchError`` of one line naming the tool, the path and
+the stderr.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -23,9 +30,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
+from asyncopy.devstack import Daemon
+
 GNU_TIME = "/usr/bin/time"
 POISON = b"\xa5" * 4096  # stale bytes a copy must overwrite or zero
 POISON_EVERY = 1 << 20
+CLOCK_TICK = os.sysconf("SC_CLK_TCK")  # /proc/PID/stat counts CPU time in these
 
 
 class BenchError(Exception):
@@ -34,10 +44,12 @@ class BenchError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One timed command: what ran, how long, its peak RSS and the destination's allocation.
+    """One timed command: what ran, how long, its peak RSS and CPU, the destination's allocation.
 
     ``group`` is "main" for the path tables, else the extra or ceiling it belongs to;
     ``allocated`` and ``source_allocated`` are None where they mean nothing (LUNs, devices).
+    ``cpu_seconds`` is the command's user + sys, ``daemon_cpu_seconds`` each dev stack
+    daemon's over the same span (None in results written before they were measured).
     """
 
     group: str
@@ -53,12 +65,23 @@ class Run:
     source_allocated: int | None = None
     verified: bool | None = None  # None: nothing to verify (the ceiling)
     wall_seconds: float | None = None
+    cpu_seconds: float | None = None
+    daemon_cpu_seconds: dict[str, float] | None = None
+
+    @property
+    def stack_cpu_seconds(self) -> float | None:
+        """The command's CPU and the daemons' it made work: the whole stack's."""
+        if self.cpu_seconds is None or self.daemon_cpu_seconds is None:
+            return None
+        return self.cpu_seconds + sum(self.daemon_cpu_seconds.values())
 
 
 @dataclass(frozen=True, slots=True)
 class Timing:
     seconds: float
     peak_rss: int
+    cpu_seconds: float
+    daemon_cpu_seconds: dict[str, float]
     stdout: str
     stderr: str
 
@@ -94,12 +117,21 @@ def run(argv: Sequence[str], *, what: str) -> str:
     return done.stdout
 
 
-def timed(argv: Sequence[str], *, what: str, sync: str | None = None) -> Timing:
-    """Drop caches, run ``argv`` under GNU time, sync ``sync``; seconds and peak RSS."""
+def timed(
+    argv: Sequence[str],
+    *,
+    what: str,
+    sync: str | None = None,
+    daemons: Sequence[Daemon] = (),
+) -> Timing:
+    """Drop caches, run ``argv`` under GNU time, sync ``sync``; seconds, peak RSS, the
+    command's CPU and the CPU each of ``daemons`` spent meanwhile."""
     if not os.access(GNU_TIME, os.X_OK):
         raise BenchError(f"{GNU_TIME} is missing: install GNU time (scripts/ensure-debs time)")
     with tempfile.NamedTemporaryFile("r", prefix="asyncopy-bench-rss-") as rss:
         drop_caches()
+        ticks_before = daemon_ticks(daemons)
+        cpu_before = children_cpu()
         started = time.monotonic()
         done = subprocess.run(
             [GNU_TIME, "-f", "%M", "-o", rss.name, *argv],
@@ -110,12 +142,38 @@ def timed(argv: Sequence[str], *, what: str, sync: str | None = None) -> Timing:
         if done.returncode == 0 and sync is not None:
             run(["sync", sync], what=what)
         seconds = time.monotonic() - started
+        cpu = round(children_cpu() - cpu_before, 6)  # microseconds, as rusage counts
+        ticks_after = daemon_ticks(daemons)
         if done.returncode != 0:
             raise BenchError(
                 f"{what}: exited {done.returncode}: {last_lines(done.stderr or done.stdout)}"
             )
         peak_kib = int(rss.read().split()[-1])
-    return Timing(seconds, peak_kib * 1024, done.stdout, done.stderr)
+    spent = {name: (ticks_after[name] - ticks_before[name]) / CLOCK_TICK for name in ticks_after}
+    return Timing(seconds, peak_kib * 1024, cpu, spent, done.stdout, done.stderr)
+
+
+def children_cpu() -> float:
+    """User + sys seconds of every child this process has reaped so far (and theirs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def daemon_ticks(daemons: Sequence[Daemon]) -> dict[str, int]:
+    """User + sys clock ticks each daemon (all its threads) has spent since it started."""
+    return {daemon.name: process_ticks(daemon) for daemon in daemons}
+
+
+def process_ticks(daemon: Daemon) -> int:
+    """utime + stime of ``/proc/PID/stat``; a BenchError if the daemon is gone."""
+    try:
+        raw = Path(f"/proc/{daemon.pid}/stat").read_text()
+    except OSError:
+        raw = ""
+    fields = raw.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    if len(fields) < 20 or fields[0] == "Z" or int(fields[19]) != daemon.start_time:
+        raise BenchError(f"{daemon.name} (pid {daemon.pid}) is gone: the dev stack died")
+    return int(fields[11]) + int(fields[12])
 
 
 def own_seconds(tool: str, timing: Timing, size: int) -> float:
@@ -151,9 +209,10 @@ def check_manifest(manifest: str, output: str, *, what: str) -> None:
 def _check(argv: list[str], tool: str, *, what: str, says_why: Literal["stdout", "stderr"]) -> None:
     """Run a checker: exit 1 (different) or any other failure stops the benchmark.
 
-    ``says_why`` names the stream where the checker explains a difference."""
+    ``says_why`` names the stream where the checker explains a difference; a Python
+    traceback also exits 1, but says that the checker failed, not that the copy differs."""
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode == 1:
+    if done.returncode == 1 and "Traceback (most recent call last)" not in done.stderr:
         why = done.stdout if says_why == "stdout" else done.stderr
         raise BenchError(
             f"{what}: the output differs from the source ({last_lines(why)}); "

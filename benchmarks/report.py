@@ -1,8 +1,10 @@
 """The report: medians, ratios and targets from the runs; then JSON, Markdown and plots.
 
 The pure part comes first and is tested with hand-made runs: a tool's median (min-max) on a
-path, the best peer (the lowest median among the peers; Cinder's ``copy_volume`` is reported
-with its own ratio, never as the best peer), and the targets, each met or not with its figure:
+path of each figure (wall time, the copier's CPU seconds per GiB of the volume, the whole
+stack's, and peak RSS), the best peer in each (the lowest among the peers: the ratios of one
+path may name different peers; Cinder's ``copy_volume`` is reported with its own ratio of
+wall time, never as the best peer), and the targets, each met or not with its figure:
 
 - every path: asyncopy's median <= 0.8x the best peer's, and <= 0.3x Cinder's;
 - ``asyncopy verify`` no slower than ``qemu-img compare`` on the same pair, and ``copy
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -26,7 +28,7 @@ from asyncopy.engine import DEFAULT_MAX_INFLIGHT
 from asyncopy.sizes import human
 from benchmarks.measure import Run
 
-MiB = 1 << 20
+MiB, GiB = 1 << 20, 1 << 30
 PEER_LIMIT = 0.8
 CINDER_LIMIT = 0.3
 SPARSE_LIMIT = 2.0
@@ -62,6 +64,8 @@ class Row:
     peak_rss: int | None  # the highest of its runs
     allocated: int | None  # the highest of its runs
     source_allocated: int | None
+    cpu: Stats | None = None  # the copier's CPU seconds per GiB of the volume
+    stack_cpu: Stats | None = None  # the copier's and the dev stack's daemons', per GiB
 
     @property
     def mib_s(self) -> float:
@@ -81,6 +85,8 @@ def fold(runs: Sequence[Run]) -> Row:
     first = runs[0]
     rss = [run.peak_rss for run in runs if run.peak_rss is not None]
     used = [run.allocated for run in runs if run.allocated is not None]
+    cpu = [per_gib(run.cpu_seconds, run.size) for run in runs if run.cpu_seconds is not None]
+    stack = [per_gib(s, run.size) for run in runs if (s := run.stack_cpu_seconds) is not None]
     return Row(
         first.group,
         first.layout,
@@ -92,45 +98,110 @@ def fold(runs: Sequence[Run]) -> Row:
         max(rss) if rss else None,
         max(used) if used else None,
         first.source_allocated,
+        stats(cpu) if cpu else None,
+        stats(stack) if stack else None,
     )
 
 
-def best_peer(candidates: Iterable[Row]) -> Row | None:
-    """The peer with the lowest median; Cinder and asyncopy's own rows are no peers."""
-    peers = [row for row in candidates if row.role == "peer"]
-    return min(peers, key=lambda row: row.seconds.median, default=None)
+def per_gib(seconds: float, size: int) -> float:
+    """Seconds per GiB of a volume of ``size`` bytes (holes included, as for MiB/s)."""
+    return seconds * GiB / size
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """A figure of a row, lower is better: its key in results.json, names and cell format."""
+
+    key: str
+    title: str  # with its unit, for a column of values
+    short: str  # for a column of ratios
+    value: Callable[[Row], float | None]
+    cell: Callable[[float], str]
+
+
+def wall_median(row: Row) -> float:
+    return row.seconds.median
+
+
+def cpu_median(row: Row) -> float | None:
+    return None if row.cpu is None else row.cpu.median
+
+
+def stack_cpu_median(row: Row) -> float | None:
+    return None if row.stack_cpu is None else row.stack_cpu.median
+
+
+def peak_rss(row: Row) -> float | None:
+    return None if row.peak_rss is None else float(row.peak_rss)
+
+
+def two_places(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def size_cell(value: float) -> str:
+    return human(int(value))
+
+
+WALL = Metric("seconds", "s", "wall", wall_median, two_places)
+CPU = Metric("cpu_per_gib", "CPU-s/GiB", "CPU", cpu_median, two_places)
+STACK_CPU = Metric(
+    "stack_cpu_per_gib", "stack CPU-s/GiB", "stack CPU", stack_cpu_median, two_places
+)
+RSS = Metric("peak_rss", "peak RSS", "RSS", peak_rss, size_cell)
+METRICS = (WALL, CPU, STACK_CPU, RSS)
+
+
+def best_peer(candidates: Iterable[Row], metric: Metric = WALL) -> Row | None:
+    """The peer lowest in ``metric``; Cinder and asyncopy's own rows are no peers."""
+    peers = [row for row in candidates if row.role == "peer" and metric.value(row) is not None]
+    return min(peers, key=lambda row: metric.value(row) or 0.0, default=None)
+
+
+def ratio(mine: Row, other: Row | None, metric: Metric = WALL) -> float | None:
+    """``mine`` over ``other`` in ``metric``; None where either lacks it."""
+    ours, theirs = metric.value(mine), None if other is None else metric.value(other)
+    return None if ours is None or not theirs else ours / theirs
 
 
 @dataclass(frozen=True, slots=True)
 class PathSummary:
-    """asyncopy on one path and layout against its best peer and Cinder."""
+    """asyncopy on one path and layout against its best peers and Cinder."""
 
     layout: str
     path: str
     asyncopy: Row
-    best_peer: Row | None
-    cinder: Row | None
+    same: tuple[Row, ...]  # every row of this path and layout, asyncopy's included
+
+    def best(self, metric: Metric = WALL) -> Row | None:
+        return best_peer(self.same, metric)
+
+    def ratio_to_best(self, metric: Metric = WALL) -> float | None:
+        return ratio(self.asyncopy, self.best(metric), metric)
+
+    @property
+    def best_peer(self) -> Row | None:
+        return self.best(WALL)
+
+    @property
+    def cinder(self) -> Row | None:
+        return next((row for row in self.same if row.role == "cinder"), None)
 
     @property
     def ratio_best(self) -> float | None:
-        return ratio(self.asyncopy, self.best_peer)
+        return self.ratio_to_best(WALL)
 
     @property
     def ratio_cinder(self) -> float | None:
         return ratio(self.asyncopy, self.cinder)
 
 
-def ratio(mine: Row, other: Row | None) -> float | None:
-    return None if other is None else mine.seconds.median / other.seconds.median
-
-
 def path_summaries(all_rows: Sequence[Row]) -> list[PathSummary]:
     found = []
     for row in all_rows:
         if row.group == "main" and row.role == "asyncopy":
-            same = [r for r in all_rows if (r.group, r.layout, r.path) == ("main", *key(row))]
-            cinder = next((r for r in same if r.role == "cinder"), None)
-            found.append(PathSummary(row.layout, row.path, row, best_peer(same), cinder))
+            same = tuple(r for r in all_rows if (r.group, r.layout, r.path) == ("main", *key(row)))
+            found.append(PathSummary(row.layout, row.path, row, same))
     return found
 
 
@@ -357,6 +428,8 @@ def write(results: Results, out: Path, markdown: Path) -> list[Target]:
     goals = targets(all_rows, results.runs)
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
+    for stale in plots.glob("*.png"):  # the plots of this run only, none of an earlier one
+        stale.unlink()
     markdown.parent.mkdir(parents=True, exist_ok=True)
     document = {
         **asdict(results),
@@ -372,6 +445,7 @@ def write(results: Results, out: Path, markdown: Path) -> list[Target]:
 
 
 def path_json(summary: PathSummary) -> dict[str, Any]:
+    """A path's medians: wall time at the top, and every figure under ``metrics``."""
     return {
         "layout": summary.layout,
         "path": summary.path,
@@ -381,6 +455,17 @@ def path_json(summary: PathSummary) -> dict[str, Any]:
         "ratio_best_peer": summary.ratio_best,
         "cinder_seconds": summary.cinder.seconds.median if summary.cinder else None,
         "ratio_cinder": summary.ratio_cinder,
+        "metrics": {metric.key: metric_json(summary, metric) for metric in METRICS},
+    }
+
+
+def metric_json(summary: PathSummary, metric: Metric) -> dict[str, Any]:
+    best = summary.best(metric)
+    return {
+        "asyncopy": metric.value(summary.asyncopy),
+        "best_peer": best.tool if best else None,
+        "best_peer_value": metric.value(best) if best else None,
+        "ratio_best_peer": summary.ratio_to_best(metric),
     }
 
 
@@ -398,7 +483,9 @@ def md(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def spread(value: Stats) -> str:
+def spread(value: Stats | None) -> str:
+    if value is None:
+        return "n/a"
     return f"{value.median:.2f} ({value.low:.2f}-{value.high:.2f})"
 
 
@@ -448,7 +535,17 @@ it is removed, with `asyncopy verify --manifest` against the digests of the byte
 benchmark wrote (the sources themselves, and the extras' outputs, with `qemu-img compare`);
 a mismatch stops the benchmark. MiB/s is the volume's size over the median time. Peak RSS
 from GNU time; allocation from `rbd du` (images) and `st_blocks` (files); an RBD output is
-removed and the cluster left to settle before the next run."""
+removed and the cluster left to settle before the next run.
+
+CPU, per GiB of the volume (holes included) and as medians over the rounds: the copier's is
+the user + sys time of its process, its threads and the children it waits for, and of the
+sync of its output, from the kernel's rusage of the timed process; the stack's adds what the
+dev stack's daemons (ceph-mon, ceph-osd, tgtd) spent over the same span, from their
+`/proc/PID/stat` (10 ms ticks), i.e. the work a tool makes the cluster and the target do.
+Kernel threads (loop-device workers, writeback) are in neither figure, and on loopback the
+softirq cost of receiving can be charged to the sender. Cinder's CPU includes its
+interpreter start and imports, which its time leaves out. Each figure's best peer is the
+peer lowest in that figure, so the ratios of one path may name different peers."""
 
 
 def machine_table(machine: dict[str, str]) -> str:
@@ -465,45 +562,93 @@ def layout_section(
     if "data" in source:
         size = human(int(results.settings["size"]))
         lines += [f"{human(source['data'])} of data in each {size} source.", ""]
-    lines += header(
-        "path", "asyncopy s", "best peer", "asyncopy / best peer", "Cinder s", "asyncopy / Cinder"
-    )
-    for summary in path_summaries(all_rows):
-        if summary.layout != layout:
-            continue
-        best, cinder = summary.best_peer, summary.cinder
-        lines.append(
-            f"| {summary.path} | {spread(summary.asyncopy.seconds)} "
-            f"| {f'{md(best.tool)} {spread(best.seconds)}' if best else 'none'} "
-            f"| {format_ratio(summary.ratio_best)} "
-            f"| {spread(cinder.seconds) if cinder else 'n/a'} "
-            f"| {format_ratio(summary.ratio_cinder)} |"
-        )
     lines += [
+        "Medians (peak RSS: the highest run); each figure's best peer is the peer lowest in it.",
         "",
-        *header(
-            "path",
-            "tool",
-            "median (min-max) s",
-            "MiB/s",
-            "vs best peer",
-            "peak RSS",
-            "allocated (source)",
-        ),
+        *header(*summary_columns()),
     ]
+    for summary in path_summaries(all_rows):
+        if summary.layout == layout:
+            lines.append(summary_line(summary))
+    lines += ["", *header(*tool_columns())]
     for row in all_rows:
-        if row.group != "main" or row.layout != layout:
-            continue
-        best = best_peer(r for r in all_rows if (r.group, *key(r)) == ("main", *key(row)))
-        lines.append(
-            f"| {row.path} | {md(row.tool)} | {spread(row.seconds)} | {row.mib_s:.0f} "
-            f"| {format_ratio(ratio(row, best))} | {size_or_na(row.peak_rss, 'none')} "
-            f"| {allocation(row)} |"
-        )
-    plot = links.get(f"throughput-{layout}")
+        if row.group == "main" and row.layout == layout:
+            same = [r for r in all_rows if (r.group, *key(r)) == ("main", *key(row))]
+            lines.append(tool_line(row, same))
+    plot = links.get(f"paths-{layout}")
     if plot:
-        lines += ["", f"![throughput, {title}]({plot})"]
+        lines += ["", f"![wall time, CPU and peak RSS, {title}]({plot})"]
     return "\n".join(lines)
+
+
+def summary_columns() -> list[str]:
+    """The path, then asyncopy, its best peer and the ratio in each figure, then Cinder."""
+    columns = ["path"]
+    for metric in METRICS:
+        columns += [
+            f"asyncopy {metric.title}",
+            f"best peer {metric.title}",
+            f"{metric.short} ratio",
+        ]
+    return [*columns, "Cinder s", "asyncopy / Cinder"]
+
+
+def summary_line(summary: PathSummary) -> str:
+    cells = [summary.path]
+    for metric in METRICS:
+        best = summary.best(metric)
+        cells += [
+            value_cell(summary.asyncopy, metric),
+            f"{md(best.tool)} {value_cell(best, metric)}" if best else "none",
+            format_ratio(summary.ratio_to_best(metric)),
+        ]
+    cinder = summary.cinder
+    cells += [value_cell(cinder, WALL) if cinder else "n/a", format_ratio(summary.ratio_cinder)]
+    return "| " + " | ".join(cells) + " |"
+
+
+def tool_columns() -> list[str]:
+    return [
+        "path",
+        "tool",
+        "median (min-max) s",
+        "MiB/s",
+        "wall vs best peer",
+        "CPU-s/GiB",
+        "CPU vs best peer",
+        "stack CPU-s/GiB",
+        "stack CPU vs best peer",
+        "peak RSS",
+        "RSS vs best peer",
+        "allocated (source)",
+    ]
+
+
+def tool_line(row: Row, same: Sequence[Row]) -> str:
+    """One tool on a path: every figure with its spread, each against that figure's best."""
+    versus = {
+        metric.key: format_ratio(ratio(row, best_peer(same, metric), metric)) for metric in METRICS
+    }
+    cells = [
+        row.path,
+        md(row.tool),
+        spread(row.seconds),
+        f"{row.mib_s:.0f}",
+        versus[WALL.key],
+        spread(row.cpu),
+        versus[CPU.key],
+        spread(row.stack_cpu),
+        versus[STACK_CPU.key],
+        size_or_na(row.peak_rss, "none"),
+        versus[RSS.key],
+        allocation(row),
+    ]
+    return "| " + " | ".join(cells) + " |"
+
+
+def value_cell(row: Row, metric: Metric) -> str:
+    value = metric.value(row)
+    return "n/a" if value is None else metric.cell(value)
 
 
 def header(*columns: str) -> list[str]:
@@ -527,14 +672,16 @@ def ceiling_section(all_rows: Sequence[Row]) -> str:
         "",
         "What the stack moves at best: `rbd bench --io-threads 16 --io-size 4M --io-pattern seq`"
         " on the dev stack, and `dd bs=4M` with O_DIRECT on a loop device (from /dev/zero, to "
-        "/dev/null); each tool's own rate, process start left out.",
+        "/dev/null); each tool's own rate, process start left out (its CPU includes it).",
         "",
-        "| tool | median (min-max) s | MiB/s |",
-        "|---|---|---|",
+        *header("tool", "median (min-max) s", "MiB/s", "CPU-s/GiB", "stack CPU-s/GiB", "peak RSS"),
     ]
     for row in all_rows:
         if row.group == "ceiling":
-            lines.append(f"| {row.tool} | {spread(row.seconds)} | {row.mib_s:.0f} |")
+            lines.append(
+                f"| {row.tool} | {spread(row.seconds)} | {row.mib_s:.0f} | {spread(row.cpu)} "
+                f"| {spread(row.stack_cpu)} | {size_or_na(row.peak_rss, 'none')} |"
+            )
     return "\n".join(lines)
 
 
@@ -591,11 +738,19 @@ def extras_section(all_rows: Sequence[Row], links: dict[str, str]) -> str:
 def extra_table(chosen: Sequence[Row]) -> list[str]:
     if not chosen:
         return ["Not measured in this run."]
-    lines = ["| volume | tool | median (min-max) s | peak RSS | allocated (source) |"]
-    lines.append("|---|---|---|---|---|")
+    lines = header(
+        "volume",
+        "tool",
+        "median (min-max) s",
+        "CPU-s/GiB",
+        "stack CPU-s/GiB",
+        "peak RSS",
+        "allocated (source)",
+    )
     for row in chosen:
         lines.append(
             f"| {layout_name(row.layout)} | {row.tool} | {spread(row.seconds)} "
+            f"| {spread(row.cpu)} | {spread(row.stack_cpu)} "
             f"| {size_or_na(row.peak_rss, 'none')} | {allocation(row)} |"
         )
     return lines
@@ -625,7 +780,7 @@ def family(tool: str) -> str:
 
 
 def draw(results: Results, all_rows: Sequence[Row], plots: Path) -> dict[str, Path]:
-    """The PNG plots: throughput per path and tool for each layout, and RSS against size."""
+    """The PNG plots: every figure per path and tool for each layout, and RSS against size."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -633,40 +788,58 @@ def draw(results: Results, all_rows: Sequence[Row], plots: Path) -> dict[str, Pa
     for layout, title in results.layouts.items():
         chosen = [r for r in all_rows if r.group == "main" and r.layout == layout]
         if chosen:
-            drawn[f"throughput-{layout}"] = throughput_plot(
-                chosen, title, plots / f"throughput-{layout}.png"
-            )
+            drawn[f"paths-{layout}"] = paths_plot(chosen, title, plots / f"paths-{layout}.png")
     scaled = [r for r in all_rows if r.group == "rss" and r.peak_rss]
     if scaled:
         drawn["rss"] = rss_plot(scaled, plots / "rss.png")
     return drawn
 
 
-def throughput_plot(chosen: Sequence[Row], title: str, path: Path) -> Path:
-    """Grouped bars: a group per path, a bar per tool (MiB/s of the median)."""
+PANELS = (  # (metric, axis label, scale of its values)
+    (WALL, "wall time, s (median)", 1.0),
+    (CPU, "copier CPU-s per GiB (median; Cinder's with its start)", 1.0),
+    (STACK_CPU, "stack CPU-s per GiB (median)", 1.0),
+    (RSS, "peak RSS, MiB", 1 / MiB),
+)
+
+
+def paths_plot(chosen: Sequence[Row], title: str, path: Path) -> Path:
+    """A panel per figure, side by side; in each, a group of bars per path, a bar per tool."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
     paths = list(dict.fromkeys(row.path for row in chosen))
-    widest = max(sum(1 for r in chosen if r.path == p) for p in paths)
-    width = 0.8 / widest
-    figure, axes = plt.subplots(figsize=(max(8, 1.6 * len(paths)), 4.5))
-    colors = dict(FAMILIES)
-    for x, name in enumerate(paths):
-        tools = [r for r in chosen if r.path == name]
-        for i, row in enumerate(tools):
-            left = x - 0.4 + width * (i + 0.5)
-            axes.bar(left, row.mib_s, width, color=colors.get(family(row.tool), "black"))
+    figure, grid = plt.subplots(2, 2, figsize=(max(12, 1.9 * len(paths)), 9), squeeze=False)
+    for axes, (metric, label, scale) in zip(grid.flat, PANELS, strict=True):
+        bars(axes, chosen, paths, metric, scale)
+        axes.set_ylabel(label)
     handles = [Patch(color=shade, label=label) for label, shade in FAMILIES]
     used = {family(row.tool) for row in chosen}
-    axes.legend(handles=[h for h in handles if h.get_label() in used], fontsize=7, ncols=2)
-    axes.set_xticks(range(len(paths)), paths, rotation=20)
-    axes.set_ylabel("MiB/s (volume size / median time)")
-    axes.set_title(f"Throughput, {title}")
-    figure.tight_layout()
+    shown = [h for h in handles if h.get_label() in used]
+    figure.legend(handles=shown, loc="lower center", fontsize=8, ncols=len(shown))
+    figure.suptitle(f"Wall time, CPU and peak RSS, {title}")
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return path
+
+
+def bars(
+    axes: Any, chosen: Sequence[Row], paths: Sequence[str], metric: Metric, scale: float
+) -> None:
+    """Grouped bars of one figure: a group per path, a bar per tool (none where unmeasured)."""
+    widest = max(sum(1 for r in chosen if r.path == p) for p in paths)
+    width = 0.8 / widest
+    colors = dict(FAMILIES)
+    for x, name in enumerate(paths):
+        for i, row in enumerate(r for r in chosen if r.path == name):
+            value = metric.value(row)
+            if value is not None:
+                left = x - 0.4 + width * (i + 0.5)
+                color = colors.get(family(row.tool), "black")
+                axes.bar(left, value * scale, width, color=color)
+    axes.set_xticks(range(len(paths)), paths, rotation=20, fontsize=8)
+    axes.set_ylim(bottom=0)
 
 
 def rss_plot(scaled: Sequence[Row], path: Path) -> Path:

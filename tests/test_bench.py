@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from asyncopy.devstack import Daemon
 from benchmarks import report
 from benchmarks.bench import pick, rotated
-from benchmarks.measure import BenchError, Run, check_identical, check_manifest
+from benchmarks.measure import BenchError, Run, check_identical, check_manifest, timed
 from benchmarks.scenarios import (
     LAYOUTS,
     OBJECT,
@@ -26,6 +30,24 @@ from benchmarks.scenarios import (
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20
+DAEMONS = {"ceph-mon", "ceph-osd", "tgtd"}
+SUMMARY_COLUMNS = [
+    "path",
+    "asyncopy s",
+    "best peer s",
+    "wall ratio",
+    "asyncopy CPU-s/GiB",
+    "best peer CPU-s/GiB",
+    "CPU ratio",
+    "asyncopy stack CPU-s/GiB",
+    "best peer stack CPU-s/GiB",
+    "stack CPU ratio",
+    "asyncopy peak RSS",
+    "best peer peak RSS",
+    "RSS ratio",
+    "Cinder s",
+    "asyncopy / Cinder",
+]
 
 PEERS = {
     "rbd -> rbd": {
@@ -121,10 +143,52 @@ def test_quick_run_measures_every_path_and_peer(tmp_path: Path) -> None:
     assert all(item["seconds"] > 0 for item in migrations)
     assert "## Cinder's migrate_volume" in markdown.read_text()
     plots = sorted((tmp_path / "plots").glob("*.png"))
-    assert [plot.name for plot in plots] == ["rss.png", "throughput-50.png"]
+    assert [plot.name for plot in plots] == ["paths-50.png", "rss.png"]
     for plot in plots:
         assert plot.read_bytes().startswith(b"\x89PNG")
         assert f"]({Path('..') / 'plots' / plot.name})" in markdown.read_text()
+    check_cpu_figures(results, markdown.read_text())
+
+
+def check_cpu_figures(results: dict[str, Any], markdown: str) -> None:
+    """Every run has its CPU and the daemons'; the figures are plausible and reported."""
+    cores = os.cpu_count() or 1
+    for item in results["runs"]:
+        where = f"{item['tool']} on {item['path']} ({item['group']})"
+        wall = item["wall_seconds"]
+        assert 0 < item["cpu_seconds"] <= cores * wall + 0.05, where
+        daemons = item["daemon_cpu_seconds"]
+        assert set(daemons) == DAEMONS, where
+        assert all(0 <= spent <= cores * wall + 0.05 for spent in daemons.values()), where
+    main = [item for item in results["runs"] if item["group"] == "main"]
+    for item in main:  # writing an image, or to or from a LUN, makes its daemon work
+        if item["path"].endswith("-> rbd"):
+            assert item["daemon_cpu_seconds"]["ceph-osd"] > 0, item
+        if "iscsi" in item["path"]:
+            assert item["daemon_cpu_seconds"]["tgtd"] > 0, item
+    for row in results["rows"]:
+        assert 0 < row["cpu"]["median"] <= row["stack_cpu"]["median"], row
+        assert row["cpu"]["low"] <= row["cpu"]["median"] <= row["cpu"]["high"], row
+    for summary in results["paths"]:
+        figures = summary["metrics"]
+        assert set(figures) == {"seconds", "cpu_per_gib", "stack_cpu_per_gib", "peak_rss"}
+        for name, figure in figures.items():
+            assert figure["asyncopy"] > 0, (summary["path"], name)
+            assert figure["best_peer"] in PEERS[summary["path"]], (summary["path"], name)
+            assert figure["ratio_best_peer"] == pytest.approx(
+                figure["asyncopy"] / figure["best_peer_value"]
+            )
+        assert figures["seconds"]["ratio_best_peer"] == summary["ratio_best_peer"]
+    header = "| " + " | ".join(SUMMARY_COLUMNS) + " |"
+    assert header in markdown
+    table = markdown.partition(header)[2].split("\n\n")[0].strip().splitlines()[1:]
+    assert {line.split(" | ")[0].lstrip("| ") for line in table} == set(PEERS)
+    for line in table:
+        cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line)[1:-1]]
+        assert len(cells) == len(SUMMARY_COLUMNS), line
+        assert "n/a" not in cells[1:13], line  # every figure measured, every ratio given
+    for column in ("CPU-s/GiB", "CPU vs best peer", "stack CPU-s/GiB", "stack CPU vs best peer"):
+        assert f"| {column} |" in markdown
 
 
 def test_a_wrong_copy_stops_the_benchmark(tmp_path: Path) -> None:
@@ -220,6 +284,81 @@ def test_best_peer_is_the_lowest_median_and_never_cinder() -> None:
     assert not cinder.met
     assert cinder.value == pytest.approx(1.8)
     assert "qemu-img convert 1.00 s" in peer.figure
+
+
+def test_cpu_per_gib_and_each_figure_has_its_own_best_peer() -> None:
+    daemons = {"ceph-mon": 0.0, "ceph-osd": 0.25, "tgtd": 0.0}
+    runs = [  # 1 GiB volumes: CPU seconds are CPU seconds per GiB
+        *(
+            run("asyncopy", "asyncopy", 1.0, cpu_seconds=c, daemon_cpu_seconds=daemons)
+            for c in (0.5, 0.7, 0.6)
+        ),
+        run(
+            "qemu-img convert",
+            "peer",
+            2.0,
+            cpu_seconds=0.4,
+            daemon_cpu_seconds=daemons,
+            peak_rss=50 * MiB,
+        ),
+        run("rbd cp", "peer", 1.25, cpu_seconds=0.8, daemon_cpu_seconds={"ceph-osd": 0.75}),
+        run("cinder copy_volume", "cinder", 4.0, cpu_seconds=0.1, daemon_cpu_seconds=daemons),
+        run("asyncopy", "asyncopy", 1.0, path="rbd -> file", size=256 * MiB, cpu_seconds=0.25),
+    ]
+    assert runs[0].stack_cpu_seconds == pytest.approx(0.75)
+    assert runs[-1].stack_cpu_seconds is None  # the daemons were not measured
+    rows = report.rows(runs)
+    assert rows[0].cpu == report.Stats(0.6, 0.5, 0.7, 3)
+    assert rows[0].stack_cpu == report.Stats(0.85, 0.75, 0.95, 3)
+    assert rows[-1].cpu == report.Stats(1.0, 1.0, 1.0, 1)  # 0.25 s for a quarter GiB
+    assert rows[-1].stack_cpu is None
+    summary, unmeasured = report.path_summaries(rows)
+    best = {metric.key: summary.best(metric) for metric in report.METRICS}
+    assert {key: row.tool if row else None for key, row in best.items()} == {
+        "seconds": "rbd cp",  # 1.25 s against 2.0
+        "cpu_per_gib": "qemu-img convert",  # Cinder's 0.1 is no peer's
+        "stack_cpu_per_gib": "qemu-img convert",  # 0.65 against rbd cp's 1.55
+        "peak_rss": "qemu-img convert",  # 50 MiB against 100
+    }
+    assert summary.ratio_to_best(report.WALL) == pytest.approx(0.8)
+    assert summary.ratio_to_best(report.CPU) == pytest.approx(1.5)
+    assert summary.ratio_to_best(report.STACK_CPU) == pytest.approx(0.85 / 0.65)
+    assert summary.ratio_to_best(report.RSS) == pytest.approx(2.0)
+    assert unmeasured.best() is None
+    assert unmeasured.ratio_to_best(report.CPU) is None
+
+    line = report.summary_line(summary)
+    assert line.startswith(
+        "| rbd -> rbd | 1.00 | rbd cp 1.25 | 0.80x | 0.60 | qemu-img convert 0.40"
+    )
+    assert "| 1.50x | 0.85 | qemu-img convert 0.65 | 1.31x | 100.0 MiB |" in line
+    row_line = report.tool_line(rows[0], rows[:4])
+    assert "| 0.60 (0.50-0.70) | 1.50x | 0.85 (0.75-0.95) | 1.31x |" in row_line
+    assert "| n/a | none | n/a |" in report.summary_line(unmeasured)  # stack CPU: not measured
+    document = report.path_json(summary)["metrics"]["stack_cpu_per_gib"]
+    assert document["best_peer"] == "qemu-img convert"
+    assert document["best_peer_value"] == pytest.approx(0.65)
+
+
+def test_timed_measures_the_command_and_the_daemons_cpu() -> None:
+    burn = "import time\nwhile time.process_time() < 0.3: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        stat = Path(f"/proc/{spinner.pid}/stat").read_text().rpartition(")")[2].split()
+        daemon = Daemon("spinner", spinner.pid, int(stat[19]))
+        timing = timed([sys.executable, "-c", burn], what="burn", daemons=[daemon])
+        assert 0.3 <= timing.cpu_seconds <= timing.seconds * (os.cpu_count() or 1)
+        assert set(timing.daemon_cpu_seconds) == {"spinner"}
+        assert 0 < timing.daemon_cpu_seconds["spinner"] <= timing.seconds + 0.02
+        assert timing.peak_rss > 0
+        reused = Daemon("spinner", spinner.pid, daemon.start_time + 1)  # another process
+        with pytest.raises(BenchError, match=rf"spinner \(pid {spinner.pid}\) is gone"):
+            timed(["true"], what="true", daemons=[reused])
+    finally:
+        spinner.kill()
+        spinner.wait()
+    with pytest.raises(BenchError, match="is gone"):
+        timed(["true"], what="true", daemons=[daemon])
 
 
 def test_targets_met_and_not_met() -> None:
