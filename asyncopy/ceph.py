@@ -141,8 +141,9 @@ def settings(spec: RbdSpec, options: CephOptions) -> Settings:
         "rbd_disable_zero_copy_writes": "false",
     }
     keyring = [("keyring", spec.keyring)] if spec.keyring else []
-    options = (*DEFAULTS.items(), *spec.options, *keyring, *forced.items())
-    return Settings(conffile, spec.user, options)
+    return Settings(
+        conffile, spec.user, (*DEFAULTS.items(), *spec.options, *keyring, *forced.items())
+    )
 
 
 @asynccontextmanager
