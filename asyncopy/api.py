@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -16,7 +17,6 @@ import trio
 from asyncopy.endpoint import Volume
 from asyncopy.engine import CopyOptions, CopyResult, ProgressCallback, copy
 from asyncopy.errors import CopyFailed, UsageError
-from asyncopy.sources.rbd import RbdVolume
 from asyncopy.uri import EndpointOptions, check, open_sink, open_source
 from asyncopy.verify import Manifest, check_manifest, compare
 
@@ -144,7 +144,8 @@ async def verify_manifest(
 def like_source(source: Volume, options: EndpointOptions | None) -> EndpointOptions:
     """A destination image created from an RBD source gets its object size, as ``rbd cp``."""
     options = options or EndpointOptions()
-    if isinstance(source, RbdVolume):
+    rbd = sys.modules.get("asyncopy.sources.rbd")  # not imported: the source is not an image
+    if rbd is not None and isinstance(source, rbd.RbdVolume):
         create = replace(options.create, default_object_size=source.io_size)
         options = replace(options, create=create)
     return options

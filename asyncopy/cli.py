@@ -8,22 +8,25 @@ line on stderr, never a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from asyncopy import settings
 from asyncopy.api import copy_uri, run_interruptibly, verify_manifest, verify_uris
-from asyncopy.engine import CopyResult, Progress
 from asyncopy.errors import AsyncopyError, CopyFailed, UsageError
 from asyncopy.process import tune_for_copy
-from asyncopy.sinks.rbd import RbdCreate
 from asyncopy.sizes import human, parse_size
-from asyncopy.uri import EndpointOptions
+
+if TYPE_CHECKING:
+    from asyncopy.engine import CopyResult, Progress
+    from asyncopy.sinks.rbd import RbdCreate
+    from asyncopy.uri import EndpointOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
 MAX_CEPH_TIMEOUT = float(settings.MAX_TIMEOUT)
@@ -200,9 +203,7 @@ def _copy(args: argparse.Namespace) -> int:
         manifest=args.manifest,
         progress=_show_progress if args.progress else None,
         src_options=_endpoint_options(args, values, args.src_conf),
-        dst_options=replace(
-            _endpoint_options(args, values, args.dst_conf), create=_create_options(args)
-        ),
+        dst_options=_endpoint_options(args, values, args.dst_conf, _create_options(args)),
     )
     result = run_interruptibly(job)
     if args.json:
@@ -241,20 +242,24 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _endpoint_options(
-    args: argparse.Namespace, values: settings.Settings, ceph_conf: str | None
+    args: argparse.Namespace,
+    values: settings.Settings,
+    ceph_conf: str | None,
+    create: RbdCreate | None = None,
 ) -> EndpointOptions:
-    """``[asyncopy]``'s endpoint options; the flags given win."""
+    """``[asyncopy]``'s endpoint options, and ``create`` for a new image; the flags given win."""
     if args.ceph_timeout is not None and not 0 < args.ceph_timeout <= MAX_CEPH_TIMEOUT:
         raise UsageError(f"--ceph-timeout must be more than 0 and at most {MAX_CEPH_TIMEOUT}")
     if args.iscsi_timeout is not None and not 0 < args.iscsi_timeout <= MAX_CEPH_TIMEOUT:
         raise UsageError(f"--iscsi-timeout must be more than 0 and at most {MAX_CEPH_TIMEOUT:.0f}")
-    return settings.endpoint_options(
+    options = settings.endpoint_options(
         values,
         ceph_conf,
         ceph_timeout=args.ceph_timeout,
         iscsi_timeout=args.iscsi_timeout,
         root_helper=args.root_helper,
     )
+    return options if create is None else replace(options, create=create)
 
 
 def _settings(files: Sequence[str]) -> settings.Settings:
@@ -275,7 +280,14 @@ def _first(given: int | None, configured: int) -> int:
     return configured if given is None else given
 
 
-def _create_options(args: argparse.Namespace) -> RbdCreate:
+def _create_options(args: argparse.Namespace) -> RbdCreate | None:
+    """How to create a missing rbd: destination, or None when no flag says (the defaults):
+    then nothing of RBD is imported for other endpoints."""
+    given = (args.object_size, args.image_features, args.data_pool)
+    if all(value is None for value in given) and not args.keep_on_failure:
+        return None
+    from asyncopy.sinks.rbd import RbdCreate
+
     features = None
     if args.image_features is not None:
         features = tuple(name.strip() for name in args.image_features.split(",") if name.strip())
@@ -338,4 +350,5 @@ def _fail(message: str, code: int) -> int:
 
 def run() -> NoReturn:
     tune_for_copy()
+    gc.enable()  # ``python -m asyncopy`` loads with it off; what it loaded is frozen now
     sys.exit(main())

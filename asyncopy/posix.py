@@ -2,6 +2,14 @@
 
 Every blocking call runs in a worker thread under the volume's own limiter; errors become
 ``EndpointError`` naming the path, the operation and the offset.
+
+Sources read through a second descriptor opened with O_DIRECT (``FdSource``), as sinks write:
+no copy through the page cache and no cache evicted by a large copy. ``open_direct`` is the
+one place that decides whether a path takes O_DIRECT (ramfs and some other filesystems refuse
+it at open with EINVAL); when it does not, every read is buffered. The engine reads into
+page-aligned buffers at offsets on its sparse-size grid (4 KiB by default), so all of a read
+goes direct but the last partial block of an odd-sized file, which ``pread_direct`` reads
+through the buffered descriptor, as it does any read off the grid.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import functools
 import os
 import stat
 import struct
@@ -34,8 +43,12 @@ FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 FALLOC_FL_ZERO_RANGE = 0x10
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+
+@functools.cache
+def _fallocate() -> Callable[[int, int, int, int], int]:
+    call = ctypes.CDLL(None, use_errno=True).fallocate
+    call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return call
 
 
 class FdVolume:
@@ -65,6 +78,28 @@ class FdVolume:
         return await self.run("read", offset, len(buf), pread_full, self.fd, buf, offset)
 
 
+class FdSource(FdVolume):
+    """A source read through ``direct`` (O_DIRECT, or None where refused) where aligned to
+    ``align``, and through the buffered ``fd`` otherwise; both are read-only."""
+
+    def __init__(
+        self,
+        name: str,
+        fd: int,
+        direct: int | None,
+        geometry: tuple[int, int, int],
+        align: int,
+    ) -> None:
+        super().__init__(name, fd, *geometry)
+        self.direct = direct
+        self.align = align
+
+    async def read_into(self, offset: int, buf: memoryview) -> int:
+        return await self.run(
+            "read", offset, len(buf), pread_direct, self.fd, self.direct, buf, offset, self.align
+        )
+
+
 def pread_full(fd: int, buf: memoryview, offset: int) -> int:
     """Read until buf is full or the end is reached; return the count."""
     done = 0
@@ -74,6 +109,25 @@ def pread_full(fd: int, buf: memoryview, offset: int) -> int:
             break
         done += got
     return done
+
+
+def pread_direct(fd: int, direct: int | None, buf: memoryview, offset: int, align: int) -> int:
+    """``pread_full``, through ``direct`` for the whole ``align`` blocks of a read whose offset
+    and buffer are aligned; through ``fd`` for the rest (a partial last block)."""
+    done = 0
+    if direct is not None and offset % align == 0 and buf and address(buf) % align == 0:
+        body = len(buf) - len(buf) % align
+        while done < body:
+            got = os.preadv(direct, [buf[done:body]], offset + done)
+            done += got
+            if got == 0 or got % align:  # the end of the file: fd reads what is left, if any
+                break
+    return done + pread_full(fd, buf[done:], offset + done)
+
+
+def address(buf: memoryview) -> int:
+    """The memory address of a writable, non-empty buffer."""
+    return ctypes.addressof(ctypes.c_char.from_buffer(buf))
 
 
 def pwrite_full(fd: int, data: memoryview, offset: int) -> None:
@@ -87,7 +141,7 @@ def pwrite_full(fd: int, data: memoryview, offset: int) -> None:
 
 
 def fallocate(fd: int, mode: int, offset: int, length: int) -> None:
-    if _libc.fallocate(fd, mode, offset, length) != 0:
+    if _fallocate()(fd, mode, offset, length) != 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
 
@@ -150,19 +204,21 @@ def is_aligned(data: memoryview) -> bool:
     """Whether ``data`` may be written with O_DIRECT: its address and length are aligned."""
     if data.readonly or not data or len(data) % DIRECT_ALIGN:
         return False  # a read-only buffer (bytes) is not ours to align: never assumed
-    return ctypes.addressof(ctypes.c_char.from_buffer(data)) % DIRECT_ALIGN == 0
+    return address(data) % DIRECT_ALIGN == 0
 
 
-async def open_direct(path: str) -> int | None:
-    """A second descriptor on an open file, for writes with O_DIRECT; None where the
-    filesystem refuses O_DIRECT."""
+async def open_direct(
+    path: str, access: int = os.O_WRONLY, what: str = "destination"
+) -> int | None:
+    """A second descriptor on an open file, for I/O with O_DIRECT (``access`` is O_WRONLY
+    or O_RDONLY); None where the filesystem refuses O_DIRECT."""
     try:
-        flags = os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC
+        flags = access | os.O_DIRECT | os.O_CLOEXEC
         return await trio.to_thread.run_sync(os.open, path, flags)
     except OSError as exc:
         if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):
             return None
-        raise UsageError(f"destination {path}: cannot open: {exc.strerror}") from exc
+        raise UsageError(f"{what} {path}: cannot open: {exc.strerror}") from exc
 
 
 async def open_fd(path: str, flags: int, what: str) -> int:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
 import pytest
 
 from asyncopy.api import copy_sync, copy_uri, verify_uris
+from asyncopy.chunks import aligned_buffer
 from asyncopy.engine import CopyOptions
 from asyncopy.errors import EndpointError, UsageError
+from asyncopy.sources.blockdev import BlockDeviceSource
 from asyncopy.uri import open_source
 from tests.conftest import MakeLoop, MiB, write_pattern
 
@@ -84,3 +87,40 @@ async def test_a_read_only_device_is_a_source_and_writes_to_it_fail(
     await copy_uri(device, str(dst), CopyOptions(verify=True))
     assert dst.read_bytes() == backing.read_bytes()
     assert await verify_uris(device, str(dst), 1 * MiB, 4) == []
+
+
+def _fdinfo_flags(fd: int) -> int:
+    return int(Path(f"/proc/self/fdinfo/{fd}").read_text().split("flags:")[1].split()[0], 8)
+
+
+@pytest.mark.parametrize("sector", [512, 4096])
+async def test_a_device_source_reads_through_o_direct_on_and_off_its_grid(
+    make_loop: MakeLoop, sector: int
+) -> None:
+    size = 1 * MiB + 3 * sector  # not a multiple of 4096 with 512-byte sectors
+    device, backing = make_loop(size, sector_size=sector, fill=random.Random(6).randbytes(size))
+    content = backing.read_bytes()
+    async with open_source(device) as volume:
+        assert isinstance(volume, BlockDeviceSource)
+        assert volume.direct is not None
+        assert volume.align == sector
+        assert _fdinfo_flags(volume.direct) & (os.O_DIRECT | os.O_ACCMODE) == os.O_DIRECT
+        assert _fdinfo_flags(volume.fd) & (os.O_DIRECT | os.O_ACCMODE) == os.O_RDONLY
+        whole = aligned_buffer(size + sector)
+        assert await volume.read_into(0, whole[:size]) == size
+        assert bytes(whole[:size]) == content
+        odd = bytearray(1000)  # off the grid, in memory that is not aligned: buffered
+        assert await volume.read_into(size - 700, memoryview(odd)) == 700
+        assert bytes(odd[:700]) == content[-700:]
+
+
+@pytest.mark.parametrize("sector", [512, 4096])
+def test_a_device_copies_byte_exact_to_a_file(
+    tmp_path: Path, make_loop: MakeLoop, sector: int
+) -> None:
+    size = 2 * MiB + 5 * sector
+    device, backing = make_loop(size, sector_size=sector, fill=random.Random(8).randbytes(size))
+    dst = tmp_path / "dst.img"
+    result = copy_sync(device, str(dst), CopyOptions(chunk_size=MiB, verify=True))
+    assert result.verified
+    assert dst.read_bytes() == backing.read_bytes()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import fcntl
 import os
 import random
+import shutil
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,8 +18,9 @@ from asyncopy.chunks import aligned_buffer
 from asyncopy.endpoint import ExtentKind
 from asyncopy.engine import CopyOptions, Progress, copy
 from asyncopy.errors import EndpointError
-from asyncopy.posix import DIRECT_ALIGN, is_aligned
+from asyncopy.posix import DIRECT_ALIGN, is_aligned, pread_direct
 from asyncopy.sinks.file import FileSink
+from asyncopy.sources.file import FileSource
 from asyncopy.testing import Faults, FaultyVolume
 from asyncopy.uri import open_sink, open_source
 from tests.conftest import MiB, open_fds, write_pattern
@@ -134,3 +138,152 @@ def test_an_odd_sized_file_copies_exactly_through_both_descriptors(tmp_path: Pat
     result = copy_sync(str(src), str(dst), CopyOptions(chunk_size=MiB, verify=True))
     assert result.verified
     assert dst.read_bytes() == src.read_bytes()
+
+
+ODD_SIZES = [1, 4095, 4097, 12345, 1 * MiB + 1, 3 * MiB - 512]
+
+
+def takes_o_direct(directory: Path) -> bool:
+    """Whether the filesystem holding ``directory`` lets a file be opened with O_DIRECT."""
+    probe = directory / ".probe"
+    probe.write_bytes(b"")
+    try:
+        os.close(os.open(probe, os.O_RDONLY | os.O_DIRECT))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+
+
+@pytest.fixture
+def ramfs(tmp_path: Path) -> Iterator[Path]:
+    """A ramfs mount: a real filesystem that refuses O_DIRECT at open (EINVAL)."""
+    mount_point = tmp_path / "ramfs"
+    mount_point.mkdir()
+    done = subprocess.run(["mount", "-t", "ramfs", "ramfs", str(mount_point)], check=False)
+    if done.returncode:
+        pytest.skip("cannot mount a ramfs here")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+@pytest.fixture(params=["disk", "tmpfs", "ramfs"])
+def directory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
+    """tmp_path (ext4 here), a directory on /dev/shm, and a ramfs."""
+    if request.param == "ramfs":
+        yield request.getfixturevalue("ramfs")
+    elif request.param == "tmpfs":
+        shm = Path("/dev/shm")
+        if not shm.is_dir():
+            pytest.skip("no /dev/shm")
+        made = Path(shm / f"asyncopy-{os.getpid()}-{tmp_path.name}")
+        made.mkdir()
+        try:
+            yield made
+        finally:
+            shutil.rmtree(made)
+    else:
+        yield tmp_path
+
+
+@pytest.mark.parametrize("size", ODD_SIZES)
+def test_odd_sized_files_copy_byte_exact_wherever_they_are(directory: Path, size: int) -> None:
+    src, dst = directory / "src.img", directory / "dst.img"
+    src.write_bytes(random.Random(size).randbytes(size))
+    result = copy_sync(str(src), str(dst), CopyOptions(chunk_size=MiB, verify=True))
+    assert result.verified
+    assert result.bytes_read == size
+    assert dst.read_bytes() == src.read_bytes()
+
+
+async def test_the_source_reads_through_o_direct_where_the_filesystem_takes_it(
+    directory: Path,
+) -> None:
+    src = directory / "src.img"
+    src.write_bytes(random.Random(1).randbytes(2 * DIRECT_ALIGN + 10))
+    async with open_source(str(src)) as volume:
+        assert isinstance(volume, FileSource)
+        assert (volume.direct is not None) == takes_o_direct(directory)
+        flags = {fd: _fdinfo_flags(fd) for fd in (volume.fd, volume.direct) if fd is not None}
+        buf = aligned_buffer(volume.size)
+        assert await volume.read_into(0, buf) == volume.size
+    assert bytes(buf) == src.read_bytes()
+    assert not flags[volume.fd] & os.O_DIRECT
+    if volume.direct is not None:
+        assert flags[volume.direct] & os.O_DIRECT
+    assert {flag & os.O_ACCMODE for flag in flags.values()} == {os.O_RDONLY}
+
+
+async def test_a_source_on_a_filesystem_that_refuses_o_direct_is_read_buffered(
+    ramfs: Path,
+) -> None:
+    src = ramfs / "src.img"
+    src.write_bytes(random.Random(4).randbytes(DIRECT_ALIGN + 1))
+    async with open_source(str(src)) as volume:
+        assert isinstance(volume, FileSource)
+        assert volume.direct is None
+        buf = aligned_buffer(volume.size)
+        assert await volume.read_into(0, buf) == volume.size
+    assert bytes(buf) == src.read_bytes()
+
+
+def _fdinfo_flags(fd: int) -> int:
+    """The open flags of one of this process's descriptors, as the kernel reports them."""
+    return int(Path(f"/proc/self/fdinfo/{fd}").read_text().split("flags:")[1].split()[0], 8)
+
+
+def _cached_bytes(path: Path) -> int:
+    """How many bytes of ``path`` the page cache holds (util-linux fincore)."""
+    done = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(done.stdout.split()[0])
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="util-linux fincore not installed")
+def test_a_source_read_leaves_the_page_cache_empty_but_for_its_last_partial_page(
+    tmp_path: Path,
+) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    size = 8 * MiB + 100
+    src.write_bytes(random.Random(7).randbytes(size))
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+    if _cached_bytes(src) != 0:
+        pytest.skip("this filesystem keeps a file's pages in memory (tmpfs?)")
+    copy_sync(str(src), str(dst), CopyOptions(chunk_size=MiB))
+    assert _cached_bytes(src) <= DIRECT_ALIGN  # the tail, read through the buffered descriptor
+    assert dst.read_bytes() == src.read_bytes()
+    assert _cached_bytes(src) >= 8 * MiB  # a buffered read fills it: fincore does see it
+
+
+def test_direct_reads_return_the_bytes_of_buffered_ones_on_and_off_the_grid(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "src.img"
+    content = random.Random(2).randbytes(3 * DIRECT_ALIGN + 57)
+    path.write_bytes(content)
+    fd = os.open(path, os.O_RDONLY)
+    direct = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    try:
+        whole = aligned_buffer(8 * DIRECT_ALIGN)
+        for offset in (0, DIRECT_ALIGN, 3 * DIRECT_ALIGN, 100, len(content), len(content) + 9):
+            for length in (0, 1, DIRECT_ALIGN, 2 * DIRECT_ALIGN + 57, 5 * DIRECT_ALIGN):
+                for shift in (0, 8):  # a page-aligned buffer, and one that is not
+                    buf = whole[shift : shift + length]
+                    got = pread_direct(fd, direct, buf, offset, DIRECT_ALIGN)
+                    expected = content[offset : offset + length]
+                    assert (got, bytes(buf[:got])) == (len(expected), expected)
+    finally:
+        os.close(direct)
+        os.close(fd)

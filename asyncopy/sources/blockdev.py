@@ -1,4 +1,8 @@
-"""A block device as a source: read-only, O_DIRECT, no allocation map (all data)."""
+"""A block device as a source: read-only, O_DIRECT, no allocation map (all data).
+
+Reads aligned to the logical block size go through an O_DIRECT descriptor (where the device
+takes one); a buffered descriptor serves the geometry ioctls and any read off that grid.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from asyncopy.endpoint import Extent, all_data
-from asyncopy.posix import FdVolume, block_device_geometry, close_fd, open_fd
+from asyncopy.errors import endpoint_errors
+from asyncopy.posix import FdSource, block_device_geometry, close_fd, open_direct, open_fd
 
 
-class BlockDeviceSource(FdVolume):
+class BlockDeviceSource(FdSource):
     async def extents(self, offset: int, length: int) -> Sequence[Extent]:
         return all_data(offset, length)
 
@@ -18,9 +23,15 @@ class BlockDeviceSource(FdVolume):
 @asynccontextmanager
 async def open_block_source(path: str) -> AsyncIterator[BlockDeviceSource]:
     """Open a block device read-only, bypassing the page cache."""
-    fd = await open_fd(path, os.O_RDONLY | os.O_DIRECT, "source")
+    fd = await open_fd(path, os.O_RDONLY, "source")
     try:
-        size, block, io_size = block_device_geometry(fd)
-        yield BlockDeviceSource(path, fd, size, block, io_size)
+        with endpoint_errors(path, "geometry"):
+            geometry = block_device_geometry(fd)
+        direct = await open_direct(path, os.O_RDONLY, "source")
+        try:
+            yield BlockDeviceSource(path, fd, direct, geometry, geometry[1])
+        finally:
+            if direct is not None:
+                close_fd(path, direct)
     finally:
         close_fd(path, fd)

@@ -1,4 +1,9 @@
-"""A regular file as a source: opened read-only, allocation map from SEEK_DATA/SEEK_HOLE."""
+"""A regular file as a source: opened read-only, allocation map from SEEK_DATA/SEEK_HOLE.
+
+Reads bypass the page cache through a second, O_DIRECT descriptor where the filesystem
+takes one (``asyncopy.posix.FdSource``); the buffered one serves the allocation map and the
+last partial block of a file whose size is not a multiple of ``DIRECT_ALIGN``.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,11 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from asyncopy.endpoint import Extent
-from asyncopy.posix import FdVolume, close_fd, open_fd, seek_extents
+from asyncopy.errors import endpoint_errors
+from asyncopy.posix import DIRECT_ALIGN, FdSource, close_fd, open_direct, open_fd, seek_extents
 
 
-class FileSource(FdVolume):
+class FileSource(FdSource):
     async def extents(self, offset: int, length: int) -> Sequence[Extent]:
         return await self.run("map", offset, length, seek_extents, self.fd, offset, length)
 
@@ -20,7 +26,13 @@ async def open_file_source(path: str) -> AsyncIterator[FileSource]:
     """Open a regular file read-only."""
     fd = await open_fd(path, os.O_RDONLY, "source")
     try:
-        st = os.fstat(fd)
-        yield FileSource(path, fd, st.st_size, 1, st.st_blksize)
+        with endpoint_errors(path, "stat"):
+            st = os.fstat(fd)
+        direct = await open_direct(path, os.O_RDONLY, "source")
+        try:
+            yield FileSource(path, fd, direct, (st.st_size, 1, st.st_blksize), DIRECT_ALIGN)
+        finally:
+            if direct is not None:
+                close_fd(path, direct)
     finally:
         close_fd(path, fd)
