@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from asyncopy.api import copy_sync, copy_uri, verify_manifest, verify_uris
-    from asyncopy.ceph import CephOptions
+    from asyncopy.ceph import CephOptions, RbdCreate
     from asyncopy.endpoint import Extent, ExtentKind, Sink, Source, Volume, all_data
     from asyncopy.engine import CopyOptions, CopyResult, Progress, copy
     from asyncopy.errors import (
@@ -21,12 +21,11 @@ if TYPE_CHECKING:
         UsageError,
         VerificationFailed,
     )
-    from asyncopy.sinks.rbd import RbdCreate
     from asyncopy.uri import EndpointOptions, open_sink, open_source
 
 _WHERE = {
     "asyncopy.api": ["copy_sync", "copy_uri", "verify_manifest", "verify_uris"],
-    "asyncopy.ceph": ["CephOptions"],
+    "asyncopy.ceph": ["CephOptions", "RbdCreate"],
     "asyncopy.endpoint": ["Extent", "ExtentKind", "Sink", "Source", "Volume", "all_data"],
     "asyncopy.engine": ["CopyOptions", "CopyResult", "Progress", "copy"],
     "asyncopy.errors": [
@@ -36,7 +35,6 @@ _WHERE = {
         "UsageError",
         "VerificationFailed",
     ],
-    "asyncopy.sinks.rbd": ["RbdCreate"],
     "asyncopy.uri": ["EndpointOptions", "open_sink", "open_source"],
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}

@@ -23,11 +23,14 @@ import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import trio
 
 from asyncopy.errors import EndpointError, UsageError
-from asyncopy.librbd import Image, Pool, RbdError, Settings, pool
+
+if TYPE_CHECKING:  # the binding loads librbd and librados: only copies that use RBD pay
+    from asyncopy.librbd import Image, Pool, Settings
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -41,6 +44,50 @@ class CephOptions:
     # Clients besides this one known to hold the image open: the caller's own handle, when a
     # caller hands over an image it opened (os-brick's RBDVolumeIOWrapper). Any more: refused.
     callers_handles: int = 0
+
+
+FEATURES = {
+    "layering": 1 << 0,
+    "striping": 1 << 1,
+    "exclusive-lock": 1 << 2,
+    "object-map": 1 << 3,
+    "fast-diff": 1 << 4,
+    "deep-flatten": 1 << 5,
+    "journaling": 1 << 6,
+}
+
+
+@dataclass(frozen=True)
+class RbdCreate:
+    """How a missing destination image is created, and what happens to it on failure."""
+
+    object_size: int | None = None  # bytes, a power of two; None: as below
+    features: tuple[str, ...] | None = None  # names from FEATURES; None: the cluster's default
+    data_pool: str | None = None
+    keep_on_failure: bool = False
+    default_object_size: int | None = None  # an RBD source's; None: the cluster's default
+
+    def given(self) -> list[str]:
+        """The creation settings the caller chose (they make no sense for an existing image)."""
+        chosen = {"object size": self.object_size, "features": self.features}
+        return [name for name, value in (*chosen.items(), ("data pool", self.data_pool)) if value]
+
+    def order(self) -> int | None:
+        size = self.object_size or self.default_object_size
+        if size is None:
+            return None
+        if size < 4096 or size & (size - 1):
+            raise UsageError(f"object size {size} must be a power of two of at least 4096")
+        return size.bit_length() - 1
+
+    def feature_bits(self) -> int | None:
+        if self.features is None:
+            return None
+        unknown = [name for name in self.features if name not in FEATURES]
+        if unknown:
+            known = ", ".join(FEATURES)
+            raise UsageError(f"unknown image feature(s) {', '.join(unknown)} (known: {known})")
+        return sum(FEATURES[name] for name in set(self.features))
 
 
 @dataclass(frozen=True)
@@ -124,6 +171,8 @@ def ceph_errors(
     endpoint: str, operation: str, offset: int | None = None, length: int | None = None
 ) -> Iterator[None]:
     """Turn librados/librbd errors raised inside the block into an ``EndpointError``."""
+    from asyncopy.librbd import RbdError
+
     try:
         yield
     except RbdError as exc:
@@ -132,6 +181,8 @@ def ceph_errors(
 
 def settings(spec: RbdSpec, options: CephOptions) -> Settings:
     """The client settings: the spec's options, then asyncopy's own, which always win."""
+    from asyncopy.librbd import Settings
+
     conffile = spec.conf or options.conf
     if conffile is not None and not os.path.isfile(conffile):
         raise UsageError(f"{spec}: no ceph configuration file {conffile}")
@@ -149,6 +200,8 @@ def settings(spec: RbdSpec, options: CephOptions) -> Settings:
 @asynccontextmanager
 async def connect(spec: RbdSpec, options: CephOptions) -> AsyncIterator[Pool]:
     """The spec's pool (and namespace) on the process's connection to its cluster."""
+    from asyncopy.librbd import RbdError, pool
+
     name = str(spec)
     try:
         async with pool(settings(spec, options), spec.pool, spec.namespace) as ioctx:
@@ -174,6 +227,8 @@ async def open_image(
     If the block fails, a failure to close is added to its error as a note, not put in its
     place: the first error names the offset that matters.
     """
+    from asyncopy.librbd import RbdError
+
     name = str(spec)
     try:
         image = await ioctx.open(

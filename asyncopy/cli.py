@@ -24,8 +24,8 @@ from asyncopy.process import tune_for_copy
 from asyncopy.sizes import human, parse_size
 
 if TYPE_CHECKING:
+    from asyncopy.ceph import RbdCreate
     from asyncopy.engine import CopyResult, Progress
-    from asyncopy.sinks.rbd import RbdCreate
     from asyncopy.uri import EndpointOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -286,7 +286,7 @@ def _create_options(args: argparse.Namespace) -> RbdCreate | None:
     given = (args.object_size, args.image_features, args.data_pool)
     if all(value is None for value in given) and not args.keep_on_failure:
         return None
-    from asyncopy.sinks.rbd import RbdCreate
+    from asyncopy.ceph import RbdCreate
 
     features = None
     if args.image_features is not None:

@@ -1,6 +1,10 @@
 """From what an operator types to an open endpoint: a path or ``file:PATH``,
 ``rbd:POOL/IMAGE``, ``iscsi://HOST/IQN/LUN``, or ``brick:CONNECTION_INFO.json`` (attached
-through os-brick)."""
+through os-brick).
+
+Each kind's endpoint module is imported when a spec of that kind is opened: the librbd and
+libiscsi bindings and os-brick load only for the copies that use them.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +14,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from asyncopy.brick import load_connection_info, open_brick_sink, open_brick_source
-from asyncopy.ceph import CephOptions, parse_rbd
+from asyncopy.ceph import CephOptions, RbdCreate, parse_rbd
 from asyncopy.endpoint import Sink, Volume
 from asyncopy.errors import UsageError
 from asyncopy.iscsi import IscsiOptions, parse_iscsi
 from asyncopy.posix import kind_of
 from asyncopy.sinks.blockdev import open_block_sink
 from asyncopy.sinks.file import open_file_sink
-from asyncopy.sinks.iscsi import open_iscsi_sink
-from asyncopy.sinks.rbd import RbdCreate, open_rbd_sink
 from asyncopy.sources.blockdev import open_block_source
 from asyncopy.sources.file import open_file_source
-from asyncopy.sources.iscsi import open_iscsi_source
-from asyncopy.sources.rbd import open_rbd_source
 
 SCHEMES = ("file", "rbd", "iscsi", "brick")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):(.*)$", re.DOTALL)
@@ -62,6 +61,8 @@ def check(spec: str) -> None:
     if scheme == "iscsi":
         parse_iscsi(rest)
     if scheme == "brick":
+        from asyncopy.brick import load_connection_info
+
         load_connection_info(rest)
 
 
@@ -71,14 +72,20 @@ async def open_source(spec: str, options: EndpointOptions | None = None) -> Asyn
     options = options or EndpointOptions()
     scheme, rest = parse(spec)
     if scheme == "rbd":
+        from asyncopy.sources.rbd import open_rbd_source
+
         async with open_rbd_source(parse_rbd(rest), options.ceph) as image:
             yield image
         return
     if scheme == "iscsi":
+        from asyncopy.sources.iscsi import open_iscsi_source
+
         async with open_iscsi_source(parse_iscsi(rest), options.iscsi) as lun:
             yield lun
         return
     if scheme == "brick":
+        from asyncopy.brick import load_connection_info, open_brick_source
+
         info = load_connection_info(rest)
         async with open_brick_source(info, root_helper=options.root_helper) as device:
             yield device
@@ -103,6 +110,8 @@ async def open_sink(
     options = options or EndpointOptions()
     scheme, rest = parse(spec)
     if scheme == "rbd":
+        from asyncopy.sinks.rbd import open_rbd_sink
+
         async with open_rbd_sink(
             parse_rbd(rest),
             size=size,
@@ -113,12 +122,16 @@ async def open_sink(
             yield image
         return
     if scheme == "iscsi" and not options.create.given():
+        from asyncopy.sinks.iscsi import open_iscsi_sink
+
         async with open_iscsi_sink(
             parse_iscsi(rest), size=size, options=options.iscsi, target_is_zero=target_is_zero
         ) as lun:
             yield lun
         return
     if scheme == "brick" and not options.create.given():
+        from asyncopy.brick import load_connection_info, open_brick_sink
+
         info = load_connection_info(rest)
         async with open_brick_sink(
             info, size=size, target_is_zero=target_is_zero, root_helper=options.root_helper

@@ -17,12 +17,12 @@ import trio
 
 from asyncopy import librbd
 from asyncopy.api import copy_sync, copy_uri
-from asyncopy.ceph import CephOptions, parse_rbd
+from asyncopy.ceph import CephOptions, RbdCreate, parse_rbd
 from asyncopy.ceph import settings as ceph_settings
 from asyncopy.endpoint import ExtentKind
 from asyncopy.engine import CopyOptions, copy
 from asyncopy.errors import EndpointError, UsageError
-from asyncopy.sinks.rbd import RbdCreate, open_rbd_sink
+from asyncopy.sinks.rbd import open_rbd_sink
 from asyncopy.sources.rbd import RbdVolume, open_rbd_source
 from asyncopy.testing import Faults, FaultyVolume
 from asyncopy.uri import EndpointOptions, open_sink, open_source

@@ -12,58 +12,14 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import trio
 
-from asyncopy.ceph import CephOptions, RbdSpec, ceph_errors, connect, open_image
+from asyncopy.ceph import CephOptions, RbdCreate, RbdSpec, ceph_errors, connect, open_image
 from asyncopy.endpoint import ExtentKind
 from asyncopy.errors import UsageError
 from asyncopy.librbd import Image, Pool, RbdError
 from asyncopy.sources.rbd import RbdVolume, refuse_if_in_use
-
-FEATURES = {
-    "layering": 1 << 0,
-    "striping": 1 << 1,
-    "exclusive-lock": 1 << 2,
-    "object-map": 1 << 3,
-    "fast-diff": 1 << 4,
-    "deep-flatten": 1 << 5,
-    "journaling": 1 << 6,
-}
-
-
-@dataclass(frozen=True)
-class RbdCreate:
-    """How a missing destination image is created, and what happens to it on failure."""
-
-    object_size: int | None = None  # bytes, a power of two; None: as below
-    features: tuple[str, ...] | None = None  # names from FEATURES; None: the cluster's default
-    data_pool: str | None = None
-    keep_on_failure: bool = False
-    default_object_size: int | None = None  # an RBD source's; None: the cluster's default
-
-    def given(self) -> list[str]:
-        """The creation settings the caller chose (they make no sense for an existing image)."""
-        chosen = {"object size": self.object_size, "features": self.features}
-        return [name for name, value in (*chosen.items(), ("data pool", self.data_pool)) if value]
-
-    def order(self) -> int | None:
-        size = self.object_size or self.default_object_size
-        if size is None:
-            return None
-        if size < 4096 or size & (size - 1):
-            raise UsageError(f"object size {size} must be a power of two of at least 4096")
-        return size.bit_length() - 1
-
-    def feature_bits(self) -> int | None:
-        if self.features is None:
-            return None
-        unknown = [name for name in self.features if name not in FEATURES]
-        if unknown:
-            known = ", ".join(FEATURES)
-            raise UsageError(f"unknown image feature(s) {', '.join(unknown)} (known: {known})")
-        return sum(FEATURES[name] for name in set(self.features))
 
 
 class RbdSink(RbdVolume):
