@@ -368,14 +368,14 @@ async def test_a_source_and_a_destination_on_one_cluster_share_one_connection(
 ) -> None:
     src, dst = ceph.name(), ceph.name()
     content = ceph.create(src, 8 * MiB, [(0, MiB), (5 * MiB, 4096)])
-    assert librbd.open_connections() == 0
+    before = librbd.open_connections()  # an earlier test's abandoned request may hold one
     async with (
         open_source(ceph.uri(src)) as source,
         open_sink(ceph.uri(dst), size=source.size) as sink,
     ):
-        assert librbd.open_connections() == 1
+        assert librbd.open_connections() == before + 1
         await copy(source, sink, CopyOptions(verify=True))
-    assert librbd.open_connections() == 0
+    assert librbd.open_connections() == before
     assert ceph.read(dst) == content
 
 
@@ -387,6 +387,7 @@ async def test_a_request_that_never_completes_fails_within_its_deadline(ceph: Cl
     name = ceph.name()
     ceph.create(name, MiB, [(0, 10)])
     settings = ceph_settings(parse_rbd(f"{ceph.pool}/{name}:conf={ceph.conf}"), CephOptions())
+    before = librbd.open_connections()
     async with librbd.pool(settings, ceph.pool) as pool:
         image = await pool.open(name, read_only=True, deadline=1.0)
         started = trio.current_time()
@@ -399,4 +400,4 @@ async def test_a_request_that_never_completes_fails_within_its_deadline(ceph: Cl
             await image.read(0, memoryview(bytearray(10)))
         await image.close()  # abandons it
     assert pool.abandoned
-    assert librbd.open_connections() == 1  # kept: librados may still answer the request
+    assert librbd.open_connections() == before + 1  # kept: librados may still answer it
