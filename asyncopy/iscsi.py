@@ -1,48 +1,61 @@
-"""iSCSI LUNs in user space: libiscsi's asynchronous API driven from trio's event loop.
+"""iSCSI in user space: a thin binding over libiscsi, its sessions and ``iscsi://`` URIs.
 
-No kernel initiator and no thread per request: one iSCSI session per endpoint, many SCSI
-commands in flight on it.
+No kernel initiator: one iSCSI session per endpoint, many SCSI commands in flight on it.
+What a source and a sink do with a LUN is in ``asyncopy.sources.iscsi`` and
+``asyncopy.sinks.iscsi``; this module knows logins, commands and their completions.
 
 Design:
-- libiscsi never leaves the event loop's thread (it is not thread-safe). Two pump tasks own
-  the session's socket: one waits for it to be readable, one writable, each only while
-  ``iscsi_which_events`` asks for it, and each then calls ``iscsi_service``. Queuing a
-  command changes which events the session needs, so every queue and every service call
-  "kicks" the pumps to look again: a command queued while the pumps wait only for
-  readability would otherwise never be sent. A ticker calls ``iscsi_service(ctx, 0)`` once a
-  second, which is how libiscsi expires commands past the session timeout.
-- Completions arrive through one ``extern "Python"`` callback, called inside
-  ``iscsi_service``; it records the status and wakes the waiting task.
-- Reads and writes use the iovec variants pointed at the engine's own buffer: no copies.
-  A command cannot be taken back once sent (libiscsi's cancel is local only), so its waiter
-  is shielded until it completes or times out, and so are the pumps, which are stopped only
-  when the endpoint closes. The session timeout bounds every wait.
-- A session that fails (socket error, timeout) fails every command still waiting, and each
-  error names the LUN, the operation and the offset.
+- libiscsi 1.19 is not thread-safe, so each session's context belongs to one thread, the
+  pump (C, in ``_iscsi_build.py``): it alone queues commands, polls the socket and calls
+  ``iscsi_service``, so the event loop never spends a cycle in libiscsi's socket work. The
+  loop hands it requests (``struct ap_request``, filled here) through a list under a
+  mutex, held only to link or unlink; the pump wakes on an eventfd when it sleeps.
+- Completions come back the other way, batched: the pump links finished requests to a done
+  list and writes a second eventfd when the list was empty. One task per session waits for
+  that descriptor, takes the whole list and wakes each command's task. Any error while
+  taking or handling completions fails the session (every waiting command with it), never
+  leaves a task waiting.
+- Reads and writes point the request's iovec at the engine's own buffer: no copies. A
+  transfer longer than ``transfer_size`` is cut into pieces sent at once, and at most
+  ``queue_depth`` commands are in flight per session.
+- A command cannot be taken back once handed over, so its task waits for the completion
+  shielded from cancellation, but never past the session timeout and a grace period (libiscsi
+  expires commands itself at the timeout). Past that the session is broken: the pump stops
+  all socket work and answers every request it still has. A request (and its buffer) that
+  was never answered stays referenced until the pump thread has exited; a pump that does
+  not exit in time is abandoned, never freed under its thread.
+- A session that fails (socket error, timeout, cancelled commands) fails every command still
+  waiting and refuses new ones, and each error names the LUN, the operation and the offset.
+- ``Pump`` is the seam between the session and the thread: tests wrap ``ThreadPump`` to
+  lose, corrupt or break completions.
 """
 
 from __future__ import annotations
 
-import functools
+import itertools
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote
 
 import trio
 
-from asyncopy.endpoint import Extent, ExtentKind, all_data
 from asyncopy.errors import EndpointError, UsageError
 
 DEFAULT_TIMEOUT = 30  # seconds, per command and for the login
+DEFAULT_QUEUE_DEPTH = 16  # commands in flight per session (measured: see the README)
+DEFAULT_TRANSFER_SIZE = 1 << 20  # bytes per READ/WRITE(16), at most the target's own limit
 INITIATOR = "iqn.2026-11.org.openstack.asyncopy:initiator"
-MAX_TRANSFER = 4 << 20  # bytes per READ/WRITE(16), below the target's own limit
+MAX_TRANSFER = 4 << 20  # the largest READ/WRITE(16) and optimal size, below the target's limit
 MAX_WRITE_SAME = 1 << 30  # bytes per WRITE SAME(16), below the target's own limit
 LBA_STATUS_ALLOC = 4096  # GET LBA STATUS reply buffer: 255 descriptors
-TICK = 1.0
+VPD_ALLOC = 255
+GRACE = 3.0  # seconds past the timeout before an unanswered command breaks the session
+STOP_WAIT = 5.0  # seconds for the pump thread to exit before it is abandoned
+BATCH = 64  # completions taken from the pump per call
 UNMAPPED = (1, 2)  # GET LBA STATUS: deallocated, anchored; anything else counts as data
 T = TypeVar("T")
 USAGE = "expected iscsi://[USER[%PASSWORD]@]HOST[:PORT]/TARGET-IQN/LUN"
@@ -56,12 +69,19 @@ _URL = re.compile(
 
 @dataclass(frozen=True)
 class IscsiOptions:
-    """How to reach iSCSI LUNs: CHAP credentials (when the URI has none) and the timeout."""
+    """How to reach iSCSI LUNs: CHAP credentials (when the URI has none), the timeout, and
+    how many commands of how many bytes a session keeps in flight."""
 
     user: str | None = None
     password: str | None = field(default=None, repr=False)
     timeout: int = DEFAULT_TIMEOUT
     initiator: str = INITIATOR
+    queue_depth: int = DEFAULT_QUEUE_DEPTH
+    transfer_size: int = DEFAULT_TRANSFER_SIZE
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0 or self.queue_depth <= 0 or self.transfer_size <= 0:
+            raise UsageError("iSCSI timeout, queue depth and transfer size must be positive")
 
 
 @dataclass(frozen=True)
@@ -117,26 +137,6 @@ def credentials(spec: IscsiSpec, options: IscsiOptions) -> tuple[str, str] | Non
     return user, password
 
 
-class _Waiter:
-    """One command in flight: what the completion callback reports, and who to wake."""
-
-    __slots__ = ("called_back", "done", "error", "orphan", "release", "status")
-
-    def __init__(self, release: Callable[[], None]) -> None:
-        self.done = trio.Event()
-        self.status: int | None = None
-        self.error: str | None = None  # libiscsi's message when it completed, if it failed
-        self.release = release  # drops the handle: only once libiscsi has called back
-        self.called_back = False
-        self.orphan = False  # its waiter left early: the callback frees the task
-
-    def finish(self, status: int, error: str | None = None) -> None:
-        if self.status is None:
-            self.status = status
-            self.error = error
-        self.done.set()
-
-
 def _library() -> tuple[Any, Any]:
     try:
         from asyncopy._libiscsi import ffi, lib
@@ -147,219 +147,507 @@ def _library() -> tuple[Any, Any]:
     return ffi, lib
 
 
-@functools.cache
-def _install_callback() -> None:
-    """Define the one completion callback (once per process)."""
-    ffi, lib = _library()
+# -- the pump -------------------------------------------------------------------------------
 
-    @ffi.def_extern()  # type: ignore[untyped-decorator]
-    def asyncopy_iscsi_done(ctx: Any, status: int, command: Any, private: Any) -> None:
-        try:  # inside iscsi_service, on the event loop's thread: nothing may escape
-            waiter: _Waiter = ffi.from_handle(private)
-            error = None
-            if status not in (lib.SCSI_STATUS_GOOD, lib.SCSI_STATUS_CHECK_CONDITION):
-                text = lib.iscsi_get_error(ctx)  # now: a later service call may replace it
-                error = ffi.string(text).decode(errors="replace") if text else None
-            waiter.called_back = True
-            waiter.finish(status, error)
-            if waiter.orphan and command != ffi.NULL:
-                lib.scsi_free_scsi_task(command)  # a SCSI command's data is its task
-            waiter.release()
-        except BaseException:
-            pass
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """How one request ended, as its pump reports it."""
+
+    id: int
+    status: int  # SCSI_STATUS_*
+    error: str | None = None  # libiscsi's message, for a status but GOOD or CHECK CONDITION
+    sense_key: int = 0
+    sense_ascq: int = 0
+    residual: int = 0  # bytes the target did not move
+    task: Any = None  # a data-in reply (GOOD only): whoever takes it frees it
+    held: bool = False  # the pump points at the request until it exits
+
+
+class Pump(Protocol):
+    """The thread that owns one libiscsi context and runs all its I/O (``ThreadPump``)."""
+
+    def fileno(self) -> int:
+        """A descriptor that turns readable when completions are ready."""
+
+    @property
+    def exited(self) -> bool:
+        """True once the thread has exited: what it answered before is in ``completions``."""
+
+    def submit(self, request: Any) -> None:
+        """Hand a filled ``struct ap_request *`` over; never blocks."""
+
+    def completions(self) -> list[Completion]:
+        """Take every request that has finished; never blocks."""
+
+    def break_session(self, reason: str) -> None:
+        """Stop all socket I/O for good and answer every request in flight."""
+
+    def stop(self) -> None:
+        """Destroy the context (libiscsi cancels what it holds), answer the rest, exit."""
+
+    def close(self) -> None:
+        """Free what the pump holds; only once it has exited."""
+
+
+PumpFactory = Callable[[Any], Pump]  # takes a configured libiscsi context and owns it
+
+
+class ThreadPump:
+    """The pump in C: a detached thread per session that owns its context."""
+
+    def __init__(self, ctx: Any) -> None:
+        self._ffi, self._lib = _library()
+        self._pump = self._lib.ap_pump_new(ctx)
+        if self._pump == self._ffi.NULL:
+            number = self._ffi.errno
+            raise OSError(number, os.strerror(number))
+        self._batch = self._ffi.new("struct ap_request *[]", BATCH)
+        self._exited = self._ffi.new("int *")
+
+    def fileno(self) -> int:
+        return int(self._lib.ap_pump_fd(self._pump))
+
+    @property
+    def exited(self) -> bool:
+        return bool(self._lib.ap_pump_exited(self._pump))
+
+    def submit(self, request: Any) -> None:
+        self._lib.ap_pump_submit(self._pump, request)
+
+    def completions(self) -> list[Completion]:
+        ffi, lib = self._ffi, self._lib
+        found: list[Completion] = []
+        while True:
+            count = lib.ap_pump_take(self._pump, self._batch, BATCH, self._exited)
+            for r in ffi.unpack(self._batch, count):
+                found.append(
+                    Completion(
+                        r.id,
+                        r.status,
+                        ffi.string(r.error).decode(errors="replace") or None,
+                        r.sense_key,
+                        r.sense_ascq,
+                        r.residual,
+                        None if r.task == ffi.NULL else r.task,
+                        bool(r.held),
+                    )
+                )
+            if count < BATCH:
+                return found
+
+    def break_session(self, reason: str) -> None:
+        self._lib.ap_pump_break(self._pump, reason.encode(errors="replace"))
+
+    def stop(self) -> None:
+        self._lib.ap_pump_stop(self._pump)
+
+    def close(self) -> None:
+        trio.lowlevel.notify_closing(self.fileno())
+        self._lib.ap_pump_free(self._pump)
+        self._pump = self._ffi.NULL
+
+
+# -- sessions -------------------------------------------------------------------------------
+
+
+class _Waiter:
+    """One request handed to the pump: what keeps it alive, and how it ended."""
+
+    __slots__ = (
+        "abandoned",
+        "completed",
+        "deadline",
+        "done",
+        "export",
+        "length",
+        "offset",
+        "operation",
+        "outcome",
+        "request",
+        "slot",
+        "task",
+    )
+
+    def __init__(
+        self,
+        operation: str,
+        request: Any,
+        offset: int | None,
+        length: int | None,
+        export: Any,
+        deadline: float,
+    ) -> None:
+        self.operation = operation
+        self.request = request  # the pump points at it until it is answered
+        self.offset = offset
+        self.length = length
+        self.export = export  # the buffer's export, for a read or a write
+        self.deadline = deadline
+        self.slot = False  # it holds one of the session's queue-depth slots
+        self.done = trio.Event()
+        self.completed = False  # its completion arrived
+        self.abandoned = False  # its task stopped waiting first
+        self.outcome: Exception | None = None
+        self.task: Any = None
+
+
+# The pumps that did not exit in time, with what their threads may still use: never freed.
+_ABANDONED: list[Session] = []
 
 
 class Session:
-    """A logged-in iSCSI session to one LUN, pumped by the event loop."""
+    """A logged-in iSCSI session to one LUN, and the SCSI commands asyncopy sends on it."""
 
-    def __init__(self, spec: IscsiSpec, options: IscsiOptions) -> None:
+    geometry: Geometry  # set by ``open_session`` after the login
+
+    def __init__(
+        self,
+        spec: IscsiSpec,
+        options: IscsiOptions,
+        chap: tuple[str, str] | None,
+        pump: PumpFactory = ThreadPump,
+    ) -> None:
         self.ffi, self.lib = _library()
-        _install_callback()
         self.spec = spec
         self.name = str(spec)
         self.options = options
-        self.ctx = self.lib.iscsi_create_context(options.initiator.encode())
-        if self.ctx == self.ffi.NULL:
-            raise EndpointError(self.name, "connect", "cannot create an iSCSI context")
         self.failure: str | None = None
-        self._kick = trio.Event()
-        # Every command's handle, from queuing until libiscsi calls back (or the context is
-        # destroyed, which calls back the rest): a waiter woken early (a failed session, a
-        # timed-out logout) must never leave libiscsi holding a dangling handle.
-        self._pending: dict[int, tuple[_Waiter, Any]] = {}
         self.logged_in = False
+        self._waiting: dict[int, _Waiter] = {}  # handed over, completion not yet handled
+        self._held: list[_Waiter] = []  # answered, but the pump points at them until it exits
+        self._ids = itertools.count(1)
+        self._slots = trio.Semaphore(options.queue_depth)
+        self._reader = trio.CancelScope(shield=True)  # stopped by close, not by the caller
+        self._reader_done = trio.Event()
+        ctx = self._context(chap)
+        try:
+            self.pump = pump(ctx)
+        except Exception as exc:  # no thread took it: the context is still ours
+            self.lib.iscsi_destroy_context(ctx)
+            raise EndpointError(self.name, "connect", f"cannot start the pump: {exc}") from exc
 
-    # -- the pump -------------------------------------------------------------------------
+    def _context(self, chap: tuple[str, str] | None) -> Any:
+        """A libiscsi context, configured before any thread owns it."""
+        lib, spec = self.lib, self.spec
+        ctx = lib.iscsi_create_context(self.options.initiator.encode())
+        if ctx == self.ffi.NULL:
+            raise EndpointError(self.name, "connect", "cannot create an iSCSI context")
+        lib.iscsi_set_targetname(ctx, spec.target.encode())
+        lib.iscsi_set_session_type(ctx, lib.ISCSI_SESSION_NORMAL)
+        lib.iscsi_set_header_digest(ctx, lib.ISCSI_HEADER_DIGEST_NONE_CRC32C)
+        lib.iscsi_set_noautoreconnect(ctx, 1)
+        lib.iscsi_set_timeout(ctx, self.options.timeout)
+        if chap is not None:
+            lib.iscsi_set_initiator_username_pwd(ctx, chap[0].encode(), chap[1].encode())
+        return ctx
 
-    def kick(self) -> None:
-        """Make the pumps ask libiscsi again which events it needs."""
-        self._kick.set()
-        self._kick = trio.Event()
+    # -- completions ----------------------------------------------------------------------
 
-    async def pump(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve the socket until cancelled (by ``close``); never raises on session failure."""
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._pump_one, self.lib.POLLIN, trio.lowlevel.wait_readable)
-            nursery.start_soon(self._pump_one, self.lib.POLLOUT, trio.lowlevel.wait_writable)
-            nursery.start_soon(self._tick)
-            task_status.started()
+    async def deliver(self) -> None:
+        """Hand each completion to its waiting task, until the pump has exited."""
+        fd = self.pump.fileno()
+        try:
+            with self._reader:
+                while True:
+                    await trio.lowlevel.wait_readable(fd)
+                    exited = self.pump.exited  # before taking: all it answered is taken below
+                    try:
+                        batch = self.pump.completions()
+                    except Exception as exc:
+                        self.fail(f"completions lost: {exc!r}")
+                        return
+                    for done in batch:
+                        try:
+                            self._complete(done)
+                        except Exception as exc:
+                            self.fail(f"a completion could not be handled: {exc!r}")
+                    if exited:
+                        return
+        finally:
+            self._reader_done.set()
 
-    async def _pump_one(self, event: int, wait: Callable[[int], Any]) -> None:
-        while True:
-            kicked = self._kick
-            fd = self.lib.iscsi_get_fd(self.ctx)
-            if self.failure is None and fd >= 0 and self.lib.iscsi_which_events(self.ctx) & event:
-                await wait(fd)
-                self.service(event)
-            else:
-                await kicked.wait()
+    def _complete(self, done: Completion) -> None:
+        waiter = self._waiting[done.id]
+        if waiter.abandoned:
+            if done.task is not None:
+                self.lib.scsi_free_scsi_task(done.task)
+        else:
+            waiter.outcome = self._outcome(waiter, done)  # raising, it stays in _waiting
+            waiter.task = done.task
+        del self._waiting[done.id]
+        if done.held:
+            self._held.append(waiter)
+        self._release(waiter)
+        self._free_slot(waiter)
+        waiter.completed = True
+        waiter.done.set()
 
-    async def _tick(self) -> None:
-        while True:
-            await trio.sleep(TICK)
-            self.service(0)
+    def _outcome(self, waiter: _Waiter, done: Completion) -> Exception | None:
+        """The error a completion means, if any; one that breaks the session fails it."""
+        lib, operation = self.lib, waiter.operation
+        if done.status == lib.SCSI_STATUS_GOOD:
+            if done.residual and operation in ("read", "write"):
+                reason = f"short transfer: {done.residual} of {waiter.length} bytes not moved"
+                return EndpointError(self.name, operation, reason, waiter.offset, waiter.length)
+            return None
+        reason = done.error or f"status {done.status}"
+        if operation == "connect":
+            return connect_error(self.name, reason)
+        if done.status == lib.SCSI_STATUS_CHECK_CONDITION:
+            return ScsiError(
+                self.name,
+                operation,
+                self.sense(done.sense_key, done.sense_ascq),
+                waiter.offset,
+                waiter.length,
+                sense_key=done.sense_key,
+            )
+        if done.status == lib.SCSI_STATUS_TIMEOUT:
+            reason = f"timed out after {self.options.timeout} s"
+        if done.held or done.status in (lib.SCSI_STATUS_TIMEOUT, lib.SCSI_STATUS_CANCELLED):
+            self.fail(reason)  # half-sent PDUs may be gone: the session is not to be trusted
+        return EndpointError(
+            self.name, operation, self.failure or reason, waiter.offset, waiter.length
+        )
 
-    def service(self, revents: int) -> None:
-        """Let libiscsi handle ``revents``. What reading queued to send (data for an R2T, the
-        next command) is sent at once, without a round through the pumps."""
-        self._service(revents)
-        if revents & self.lib.POLLIN and self.lib.iscsi_which_events(self.ctx) & self.lib.POLLOUT:
-            self._service(self.lib.POLLOUT)
-        self.kick()
-
-    def _service(self, revents: int) -> None:
-        if self.failure is None and self.lib.iscsi_service(self.ctx, revents) < 0:
-            self.fail(self.error())
-
-    def error(self) -> str:
-        text = self.lib.iscsi_get_error(self.ctx)
-        return self.ffi.string(text).decode(errors="replace") if text else "unknown error"
+    def sense(self, key: int, ascq: int) -> str:
+        key_text = self.ffi.string(self.lib.scsi_sense_key_str(key)).decode()
+        ascq_text = self.ffi.string(self.lib.scsi_sense_ascq_str(ascq)).decode()
+        return f"check condition: {key_text}, {ascq_text} (0x{ascq:04x})"
 
     def fail(self, reason: str) -> None:
-        """The session is unusable: every waiting command fails with this reason."""
-        self.failure = self.failure or reason
-        for waiter, _handle in list(self._pending.values()):
-            waiter.finish(self.lib.SCSI_STATUS_ERROR, reason)
+        """The session is unusable: every waiting command fails, none is sent any more."""
+        if self.failure is None:
+            self.failure = reason
+            self.pump.break_session(reason)
+        for waiter in self._waiting.values():
+            waiter.done.set()
 
-    # -- commands -------------------------------------------------------------------------
+    def _release(self, waiter: _Waiter) -> None:
+        if waiter.export is not None:
+            self.ffi.release(waiter.export)
+            waiter.export = None
 
-    async def run(
+    def _free_slot(self, waiter: _Waiter) -> None:
+        """A slot is held from submission to completion (or until its task gives up), not
+        until the task that sent it has sent its other pieces: no hold-and-wait."""
+        if waiter.slot:
+            waiter.slot = False
+            self._slots.release()
+
+    # -- requests -------------------------------------------------------------------------
+
+    def _request(self, op: int, lba: int = 0, datalen: int = 0) -> Any:
+        request = self.ffi.new("struct ap_request *")
+        request.op, request.lun, request.lba, request.datalen = op, self.spec.lun, lba, datalen
+        return request
+
+    def _start(
         self,
         operation: str,
-        offset: int | None,
-        length: int | None,
-        queue: Callable[[Any], Any],
-    ) -> Any:
-        """Queue one command, wait (shielded) for its completion; return its task pointer.
-
-        The caller frees the task with ``scsi_free_scsi_task`` (``free``).
-        """
-        await trio.lowlevel.checkpoint_if_cancelled()  # a cancelled copy queues nothing more
+        request: Any,
+        offset: int | None = None,
+        length: int | None = None,
+        export: Any = None,
+        wait: float | None = None,
+        slot: bool = False,
+    ) -> _Waiter:
+        """Hand ``request`` to the pump (with a slot the caller acquired, if ``slot``); the
+        waiter learns how it ends. Refused, the export and the slot are given back."""
+        request.id = key = next(self._ids)
+        deadline = trio.current_time() + (wait or self.options.timeout + GRACE)
+        waiter = _Waiter(operation, request, offset, length, export, deadline)
+        waiter.slot = slot
         if self.failure is not None:
+            self._release(waiter)
+            self._free_slot(waiter)
             raise EndpointError(self.name, operation, self.failure, offset, length)
-        waiter, task = self.submit(queue)
-        if task == self.ffi.NULL:
-            raise EndpointError(self.name, operation, self.error(), offset, length)
-        with trio.CancelScope(shield=True):
-            await waiter.done.wait()
-        if not waiter.called_back:  # the session failed: libiscsi still holds the task
-            waiter.orphan = True
-            raise EndpointError(self.name, operation, waiter.error or "failed", offset, length)
+        self._waiting[key] = waiter
         try:
-            self.check(waiter, operation, offset, length, task)
+            self.pump.submit(request)
         except BaseException:
-            self.free(task)
+            del self._waiting[key]
+            self._release(waiter)
+            self._free_slot(waiter)
             raise
-        return task
+        return waiter
 
-    def submit(self, queue: Callable[[Any], Any]) -> tuple[_Waiter, Any]:
-        """Call ``queue(handle)`` (which queues one command) and keep the handle until the
-        command calls back; return the waiter and what ``queue`` returned."""
-        key = object()
-
-        def release() -> None:
-            self._pending.pop(id(key), None)
-
-        waiter = _Waiter(release)
-        handle = self.ffi.new_handle(waiter)
-        self._pending[id(key)] = (waiter, handle)
-        queued = queue(handle)
-        if queued == self.ffi.NULL or queued is None or (isinstance(queued, int) and queued):
-            release()  # libiscsi refused it: it holds nothing
-        self.kick()
-        return waiter, queued
-
-    def check(
-        self, waiter: _Waiter, operation: str, offset: int | None, length: int | None, task: Any
-    ) -> None:
-        """An EndpointError for any status but GOOD, with the sense data when there is some."""
-        status = waiter.status
-        if status == self.lib.SCSI_STATUS_GOOD:
-            return
-        if status == self.lib.SCSI_STATUS_CHECK_CONDITION:
-            raise ScsiError(
-                self.name, operation, self.sense(task), offset, length, sense_key=task.sense.key
-            )
-        reason = waiter.error or self.failure or self.error()
-        if status == self.lib.SCSI_STATUS_TIMEOUT:
-            reason = f"timed out after {self.options.timeout} s"
-        if status in (self.lib.SCSI_STATUS_TIMEOUT, self.lib.SCSI_STATUS_CANCELLED):
-            self.fail(reason)  # half-sent PDUs may be gone: the session is not to be trusted
-        raise EndpointError(self.name, operation, reason, offset, length)
-
-    def sense(self, task: Any) -> str:
-        key = self.ffi.string(self.lib.scsi_sense_key_str(task.sense.key)).decode()
-        ascq = self.ffi.string(self.lib.scsi_sense_ascq_str(task.sense.ascq)).decode()
-        return f"check condition: {key}, {ascq} (0x{task.sense.ascq:04x})"
-
-    def free(self, task: Any) -> None:
-        self.lib.scsi_free_scsi_task(task)
-
-    async def connect(self, credentials: tuple[str, str] | None) -> None:
-        lib, spec = self.lib, self.spec
-        lib.iscsi_set_targetname(self.ctx, spec.target.encode())
-        lib.iscsi_set_session_type(self.ctx, lib.ISCSI_SESSION_NORMAL)
-        lib.iscsi_set_header_digest(self.ctx, lib.ISCSI_HEADER_DIGEST_NONE_CRC32C)
-        lib.iscsi_set_noautoreconnect(self.ctx, 1)
-        lib.iscsi_set_timeout(self.ctx, self.options.timeout)
-        if credentials is not None:
-            user, password = credentials
-            lib.iscsi_set_initiator_username_pwd(self.ctx, user.encode(), password.encode())
-        portal = spec.portal.encode()
-        waiter, refused = self.submit(
-            lambda h: lib.iscsi_full_connect_async(
-                self.ctx, portal, spec.lun, lib.asyncopy_iscsi_done, h
-            )
-        )
-        if refused:
-            raise EndpointError(self.name, "connect", self.error())
-        with trio.move_on_after(self.options.timeout + 1) as scope:
+    async def _wait(self, waiter: _Waiter) -> None:
+        """Wait for the completion, shielded, until the deadline; past it the session fails."""
+        with trio.CancelScope(shield=True), trio.move_on_at(waiter.deadline) as late:
             await waiter.done.wait()
-        if scope.cancelled_caught:
-            raise EndpointError(self.name, "connect", f"timed out after {self.options.timeout} s")
-        if waiter.status != lib.SCSI_STATUS_GOOD:
-            raise connect_error(self.name, waiter.error or self.error())
+        if late.cancelled_caught:
+            self.fail(f"no answer within {self.options.timeout + GRACE:.0f} s")
+        if not waiter.completed:
+            waiter.abandoned = True  # kept in _waiting: the pump may still point at it
+            self._free_slot(waiter)
+
+    def _result(self, waiter: _Waiter) -> Any:
+        """The data-in reply of a command that ended well (the caller frees it)."""
+        if not waiter.completed:
+            reason = self.failure or "failed"
+            raise EndpointError(self.name, waiter.operation, reason, waiter.offset, waiter.length)
+        if waiter.outcome is not None:
+            if waiter.task is not None:
+                self.lib.scsi_free_scsi_task(waiter.task)
+            raise waiter.outcome
+        return waiter.task
+
+    async def _command(
+        self, operation: str, request: Any, offset: int | None = None, length: int | None = None
+    ) -> Any:
+        await self._slots.acquire()
+        waiter = self._start(operation, request, offset, length, slot=True)
+        await self._wait(waiter)
+        return self._result(waiter)
+
+    async def _transfer(self, op: int, operation: str, offset: int, view: memoryview) -> None:
+        """READ(16) or WRITE(16) of ``view`` at ``offset``, in pieces sent at once."""
+        block = self.geometry.block_size
+        if offset % block or len(view) % block:
+            raise EndpointError(
+                self.name, operation, f"not on the {block}-byte grid", offset, len(view)
+            )
+        step = max(block, min(self.options.transfer_size, self.geometry.max_transfer))
+        step -= step % block
+        waiters: list[_Waiter] = []
+        try:
+            for start in range(0, len(view), step):
+                piece = view[start : start + step]
+                request = self._request(op, (offset + start) // block, len(piece))
+                request.blocksize = block
+                export = self.ffi.from_buffer(piece, require_writable=op == self.lib.AP_READ16)
+                request.iov.iov_base, request.iov.iov_len = export, len(piece)
+                try:
+                    await self._slots.acquire()
+                except BaseException:
+                    self.ffi.release(export)
+                    raise
+                at = offset + start
+                waiters.append(self._start(operation, request, at, len(piece), export, slot=True))
+        finally:
+            for waiter in waiters:
+                await self._wait(waiter)
+        for waiter in waiters:
+            self._result(waiter)
+
+    # -- SCSI commands --------------------------------------------------------------------
+
+    async def read16(self, offset: int, view: memoryview) -> None:
+        """Fill ``view`` from the LUN at byte ``offset`` (both on the block grid)."""
+        await self._transfer(self.lib.AP_READ16, "read", offset, view)
+
+    async def write16(self, offset: int, view: memoryview) -> None:
+        """Write ``view`` to the LUN at byte ``offset`` (both on the block grid)."""
+        await self._transfer(self.lib.AP_WRITE16, "write", offset, view)
+
+    async def write_same16_zero(self, offset: int, length: int, *, unmap: bool) -> None:
+        """WRITE SAME(16) of a zero block over [offset, offset+length), unmapping if asked.
+
+        Raises:
+            ScsiError: the target refused (ILLEGAL REQUEST when it has no WRITE SAME).
+        """
+        block = self.geometry.block_size
+        request = self._request(self.lib.AP_WRITE_SAME16_ZERO, offset // block)
+        request.blocksize, request.blocks, request.unmap = block, length // block, int(unmap)
+        await self._command("zero", request, offset, length)
+
+    async def synchronize_cache16(self) -> None:
+        """Make every write durable."""
+        await self._command("flush", self._request(self.lib.AP_SYNCHRONIZE_CACHE16))
+
+    async def get_lba_status(self, offset: int) -> list[tuple[int, int, bool]]:
+        """(offset, length, mapped) runs from GET LBA STATUS at ``offset``, in bytes."""
+        block = self.geometry.block_size
+        request = self._request(self.lib.AP_GET_LBA_STATUS, offset // block, LBA_STATUS_ALLOC)
+        task = await self._command("map", request, offset)
+        try:
+            ffi, lib = self.ffi, self.lib
+            status = ffi.cast("struct scsi_get_lba_status *", lib.scsi_datain_unmarshall(task))
+            if status == ffi.NULL:
+                raise EndpointError(self.name, "map", "unreadable GET LBA STATUS reply", offset)
+            return [
+                (d.lba * block, d.num_blocks * block, d.provisioning not in UNMAPPED)
+                for d in (status.descriptors[i] for i in range(status.num_descriptors))
+                if d.num_blocks > 0
+            ]
+        finally:
+            self.lib.scsi_free_scsi_task(task)
+
+    async def read_capacity16(self) -> tuple[int, int, bool, bool]:
+        """(size in bytes, block size, LBPME, LBPRZ) from READ CAPACITY(16)."""
+        ffi, lib = self.ffi, self.lib
+        task = await self._command("open", self._request(lib.AP_READ_CAPACITY16))
+        try:
+            cap = ffi.cast("struct scsi_readcapacity16 *", lib.scsi_datain_unmarshall(task))
+            if cap == ffi.NULL:
+                raise EndpointError(self.name, "open", "unreadable READ CAPACITY(16) reply")
+            block = cap.block_length
+            return (cap.returned_lba + 1) * block, block, bool(cap.lbpme), bool(cap.lbprz)
+        finally:
+            lib.scsi_free_scsi_task(task)
+
+    async def inquiry_vpd(self, page: int, kind: str, read: Callable[[Any], T]) -> T | None:
+        """What ``read`` takes from a VPD page, or None when the target does not have it."""
+        ffi, lib = self.ffi, self.lib
+        request = self._request(lib.AP_INQUIRY_VPD, 0, VPD_ALLOC)
+        request.page = page
+        try:
+            task = await self._command("open", request)
+        except ScsiError:
+            return None
+        try:
+            data = ffi.cast(kind, lib.scsi_datain_unmarshall(task))
+            return None if data == ffi.NULL else read(data)
+        finally:
+            lib.scsi_free_scsi_task(task)
+
+    # -- login and logout -----------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Log in, bounded by the timeout; a cancelled login leaves nothing to wait for."""
+        request = self._request(self.lib.AP_CONNECT)
+        request.portal = self.spec.portal.encode()
+        waiter = self._start("connect", request, wait=self.options.timeout + 1)
+        try:
+            with trio.move_on_at(waiter.deadline):
+                await waiter.done.wait()
+        finally:
+            if not waiter.completed:
+                waiter.abandoned = True
+        if not waiter.completed:
+            timeout = self.options.timeout
+            raise EndpointError(
+                self.name, "connect", self.failure or f"timed out after {timeout} s"
+            )
+        self._result(waiter)
         self.logged_in = True
 
-    async def logout(self) -> None:
-        """Log out politely, bounded by the timeout; a session that failed is just dropped."""
-        if self.failure is not None or not self.logged_in:
-            return
-        lib = self.lib
-        waiter, refused = self.submit(
-            lambda h: lib.iscsi_logout_async(self.ctx, lib.asyncopy_iscsi_done, h)
-        )
-        if not refused:
-            with trio.move_on_after(self.options.timeout):
+    async def close(self) -> None:
+        """Log out politely (a failed session is just dropped), then stop the pump: each
+        wait bounded. Called shielded."""
+        if self.failure is None and self.logged_in:
+            waiter = self._start("logout", self._request(self.lib.AP_LOGOUT))
+            with trio.move_on_at(waiter.deadline):
                 await waiter.done.wait()
+            if not waiter.completed:
+                waiter.abandoned = True
+        self.pump.stop()
+        with trio.move_on_after(STOP_WAIT):
+            await self._reader_done.wait()  # early if it gave up: then the pump may be left
+        self._reader.cancel()
 
-    def destroy(self) -> None:
-        fd = self.lib.iscsi_get_fd(self.ctx)
-        if fd >= 0:
-            trio.lowlevel.notify_closing(fd)
-        self.lib.iscsi_destroy_context(self.ctx)  # pending callbacks run here: CANCELLED
-        self.ctx = self.ffi.NULL
-        self._pending.clear()
+    def release(self) -> None:
+        """Free the pump and what it pointed at, if it has exited; else abandon it all."""
+        if not self.pump.exited:
+            _ABANDONED.append(self)
+            return
+        for waiter in self._waiting.values():
+            self._release(waiter)
+        self._waiting.clear()
+        self._held.clear()
+        self.pump.close()
 
 
 class ScsiError(EndpointError):
@@ -393,38 +681,6 @@ def connect_error(name: str, reason: str) -> Exception:
     return EndpointError(name, "connect", reason)
 
 
-@asynccontextmanager
-async def open_session(spec: IscsiSpec, options: IscsiOptions) -> AsyncIterator[Session]:
-    """A logged-in session; logged out and destroyed on every path, cancellation included.
-
-    Errors come out alone, not wrapped in the pump's nursery group.
-    """
-    chap = credentials(spec, options)
-    session = Session(spec, options)
-    try:
-        async with trio.open_nursery() as nursery:
-            pump = trio.CancelScope(shield=True)  # stopped here, never by the caller's cancel
-            nursery.start_soon(_serve, session, pump)
-            try:
-                await session.connect(chap)
-                yield session
-            finally:
-                with trio.CancelScope(shield=True):
-                    await session.logout()
-                pump.cancel()
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
-    finally:
-        session.destroy()
-
-
-async def _serve(session: Session, scope: trio.CancelScope) -> None:
-    with scope:
-        await session.pump()
-
-
 @dataclass(frozen=True)
 class Geometry:
     """What READ CAPACITY(16) and the Block Limits and provisioning VPD pages say."""
@@ -439,128 +695,13 @@ class Geometry:
     max_write_same: int  # bytes per WRITE SAME
 
 
-class IscsiVolume:
-    """One LUN through a session: READ(16), GET LBA STATUS; what sources and sinks share."""
-
-    def __init__(self, session: Session, geometry: Geometry) -> None:
-        self.session = session
-        self.geometry = geometry
-        self.name = session.name
-        self.size = geometry.size
-        self.block_size = geometry.block_size
-        self.io_size = geometry.optimal_transfer
-        self.lun = session.spec.lun
-
-    def pieces(self, offset: int, length: int, limit: int) -> list[tuple[int, int]]:
-        step = max(self.block_size, limit - limit % self.block_size)
-        return [
-            (at, min(step, offset + length - at)) for at in range(offset, offset + length, step)
-        ]
-
-    async def read_into(self, offset: int, buf: memoryview) -> int:
-        length = max(0, min(len(buf), self.size - offset))
-        for at, count in self.pieces(offset, length, self.geometry.max_transfer):
-            view = buf[at - offset : at - offset + count]
-            await self._transfer("read", at, view)
-        return length
-
-    async def _transfer(self, operation: str, offset: int, view: memoryview) -> None:
-        s, lib, ffi = self.session, self.session.lib, self.session.ffi
-        lba, size, block = offset // self.block_size, len(view), self.block_size
-        if offset % block or size % block:
-            raise EndpointError(self.name, operation, f"not on the {block}-byte grid", offset, size)
-        # The export of the engine's buffer ends with the block, on every path: a buffer still
-        # exported when an error's traceback is collected cannot be released (or reused).
-        with ffi.from_buffer(view, require_writable=operation == "read") as pointer:
-            iov = ffi.new("struct scsi_iovec *", {"iov_base": pointer, "iov_len": size})
-
-            def queue(handle: Any) -> Any:
-                if operation == "read":
-                    return lib.iscsi_read16_iov_task(
-                        s.ctx, self.lun, lba, size, block, 0, 0, 0, 0, 0,
-                        lib.asyncopy_iscsi_done, handle, iov, 1,
-                    )  # fmt: skip
-                return lib.iscsi_write16_iov_task(
-                    s.ctx, self.lun, lba, ffi.NULL, size, block, 0, 0, 0, 0, 0,
-                    lib.asyncopy_iscsi_done, handle, iov, 1,
-                )  # fmt: skip
-
-            task = await s.run(operation, offset, size, queue)
-            try:
-                if task.residual_status != lib.SCSI_RESIDUAL_NO_RESIDUAL and task.residual:
-                    reason = f"short transfer: {task.residual} of {size} bytes not moved"
-                    raise EndpointError(self.name, operation, reason, offset, size)
-            finally:
-                s.free(task)
-
-    async def extents(self, offset: int, length: int) -> Sequence[Extent]:
-        if not self.geometry.lbpme:
-            return all_data(offset, length)
-        found: list[Extent] = []
-        end = offset + length
-        position = offset - offset % self.block_size
-        while position < end:
-            runs = await self._lba_status(position)
-            if not runs:
-                break
-            for start, count, mapped in runs:
-                stop = min(start + count, end)
-                first = max(start, offset)
-                if stop > first:
-                    kind = ExtentKind.DATA if mapped or not self.geometry.lbprz else ExtentKind.HOLE
-                    found.append(Extent(first, stop - first, kind))
-            position = max(position + self.block_size, runs[-1][0] + runs[-1][1])
-        covered = found[-1].end if found else offset
-        return [*found, *all_data(covered, end - covered)]
-
-    async def _lba_status(self, position: int) -> list[tuple[int, int, bool]]:
-        """(offset, length, mapped) runs from GET LBA STATUS at ``position``, in bytes."""
-        s, lib, ffi = self.session, self.session.lib, self.session.ffi
-        lba = position // self.block_size
-
-        def queue(handle: Any) -> Any:
-            return lib.iscsi_get_lba_status_task(
-                s.ctx, self.lun, lba, LBA_STATUS_ALLOC, lib.asyncopy_iscsi_done, handle
-            )
-
-        task = await s.run("map", position, None, queue)
-        try:
-            status = ffi.cast("struct scsi_get_lba_status *", lib.scsi_datain_unmarshall(task))
-            if status == ffi.NULL:
-                raise EndpointError(self.name, "map", "unreadable GET LBA STATUS reply", position)
-            block = self.block_size
-            return [
-                (d.lba * block, d.num_blocks * block, d.provisioning not in UNMAPPED)
-                for d in (status.descriptors[i] for i in range(status.num_descriptors))
-                if d.num_blocks > 0
-            ]
-        finally:
-            s.free(task)
-
-
 async def read_geometry(session: Session) -> Geometry:
     """READ CAPACITY(16), then the Block Limits and Logical Block Provisioning VPD pages."""
-    lib, ffi = session.lib, session.ffi
-    task = await session.run(
-        "open",
-        None,
-        None,
-        lambda h: lib.iscsi_readcapacity16_task(
-            session.ctx, session.spec.lun, lib.asyncopy_iscsi_done, h
-        ),
-    )
-    try:
-        cap = ffi.cast("struct scsi_readcapacity16 *", lib.scsi_datain_unmarshall(task))
-        if cap == ffi.NULL:
-            raise EndpointError(session.name, "open", "unreadable READ CAPACITY(16) reply")
-        block, size = cap.block_length, (cap.returned_lba + 1) * cap.block_length
-        lbpme, lbprz = bool(cap.lbpme), bool(cap.lbprz)
-    finally:
-        session.free(task)
+    lib = session.lib
+    size, block, lbpme, lbprz = await session.read_capacity16()
     if block <= 0 or block & (block - 1):
         raise EndpointError(session.name, "open", f"unusable logical block size {block}")
-    limits = await _vpd(
-        session,
+    limits = await session.inquiry_vpd(
         lib.SCSI_INQUIRY_PAGECODE_BLOCK_LIMITS,
         "struct scsi_inquiry_block_limits *",
         lambda p: (p.max_xfer_len, p.opt_xfer_len, p.max_ws_len),
@@ -574,13 +715,11 @@ async def read_geometry(session: Session) -> Geometry:
             optimal = min(max_transfer, best * block)
         if most_ws:
             max_ws = min(max_ws, most_ws * block)
-    lbpws = await _vpd(
-        session,
+    lbpws = await session.inquiry_vpd(
         lib.SCSI_INQUIRY_PAGECODE_LOGICAL_BLOCK_PROVISIONING,
         "struct scsi_inquiry_logical_block_provisioning *",
         lambda p: bool(p.lbpws),
     )
-    unmap = bool(lbpws) and lbprz
     return Geometry(
         size,
         block,
@@ -588,26 +727,41 @@ async def read_geometry(session: Session) -> Geometry:
         max(block, optimal),
         lbpme,
         lbprz,
-        unmap,
+        bool(lbpws) and lbprz,
         max(block, max_ws),
     )
 
 
-async def _vpd(session: Session, page: int, kind: str, read: Callable[[Any], T]) -> T | None:
-    """What ``read`` takes from a VPD page, or None when the target does not have the page."""
-    lib, ffi = session.lib, session.ffi
+@asynccontextmanager
+async def open_session(
+    spec: IscsiSpec, options: IscsiOptions, *, pump: PumpFactory = ThreadPump
+) -> AsyncIterator[Session]:
+    """A logged-in session with its LUN's geometry read; logged out and its pump stopped on
+    every path, cancellation included.
 
-    def queue(handle: Any) -> Any:
-        return lib.iscsi_inquiry_task(
-            session.ctx, session.spec.lun, 1, page, 255, lib.asyncopy_iscsi_done, handle
-        )
+    Args:
+        spec: the LUN.
+        options: credentials, timeout, queue depth and transfer size.
+        pump: makes the thread that owns the session's context (a seam for fault tests).
 
+    Raises:
+        UsageError: a wrong target, LUN or CHAP secret.
+        EndpointError: the login or a command failed, naming the LUN.
+    """
+    session = Session(spec, options, credentials(spec, options), pump)
     try:
-        task = await session.run("open", None, None, queue)
-    except ScsiError:
-        return None
-    try:
-        data = ffi.cast(kind, lib.scsi_datain_unmarshall(task))
-        return None if data == ffi.NULL else read(data)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.deliver)  # never raises; ends when the pump exits
+            try:
+                await session.connect()
+                session.geometry = await read_geometry(session)
+                yield session
+            finally:
+                with trio.CancelScope(shield=True):
+                    await session.close()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
     finally:
-        session.free(task)
+        session.release()

@@ -9,8 +9,12 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -20,7 +24,8 @@ from asyncopy.api import copy_sync
 from asyncopy.endpoint import ExtentKind
 from asyncopy.engine import CopyOptions, copy
 from asyncopy.errors import EndpointError, UsageError
-from asyncopy.iscsi import IscsiOptions, parse_iscsi
+from asyncopy.iscsi import Completion, IscsiOptions, ThreadPump, parse_iscsi
+from asyncopy.sinks.iscsi import open_iscsi_sink
 from asyncopy.sources.iscsi import open_iscsi_source
 from asyncopy.testing import Faults, FaultyVolume, MemoryVolume
 from asyncopy.uri import EndpointOptions, open_sink, open_source
@@ -209,10 +214,12 @@ async def test_errors_and_cancellation_log_out(stack: devstack.Stack, make_lun: 
             await copy(failing, sink, CopyOptions(chunk_size=MiB))
     assert connections(stack, lun) == ""
     slow = FaultyVolume(source, Faults(delay=0.2))  # 8 rounds of 2 chunks: 1.6 s
+    started = trio.current_time()
     with trio.move_on_after(0.5) as scope:
         async with open_sink(lun.url, size=source.size) as sink:
             await copy(slow, sink, CopyOptions(chunk_size=MiB, depth=2))
     assert scope.cancelled_caught
+    assert trio.current_time() - started < 5  # what was in flight ended, and the logout
     assert connections(stack, lun) == ""
 
 
@@ -310,7 +317,7 @@ def test_ctrl_c_during_a_copy_cancels_it_cleanly(
     assert child.stderr is not None
     child.stderr.read(1)  # the first progress report: the copy is under way
     child.send_signal(signal.SIGINT)
-    _, errors = child.communicate(timeout=60)
+    _, errors = child.communicate(timeout=20)  # far less than the 30 s iSCSI timeout
     assert child.returncode == 130, errors
     assert errors.strip().endswith("asyncopy: error: interrupted")
     assert connections(stack, lun) == ""
@@ -332,3 +339,133 @@ def test_a_thick_lun_has_no_map_and_is_zeroed_by_writing(tmp_path: Path, make_lu
     assert back.bytes_read == size  # no map: everything is read, zeros found by scanning
     assert back.bytes_skipped == size - 8 * OBJ
     assert (tmp_path / "back.img").read_bytes() == content
+
+
+Mangle = Callable[[list[Completion]], list[Completion]]
+
+
+class RecordingPump:
+    """The real pump, recording what is in flight and each READ/WRITE's size, with a hook
+    that may lose, corrupt or refuse the completions it hands back."""
+
+    def __init__(self, ctx: Any, mangle: Mangle | None = None) -> None:
+        self.inner = ThreadPump(ctx)
+        self.mangle = mangle
+        self.in_flight = self.most = 0
+        self.sizes: set[int] = set()
+
+    def fileno(self) -> int:
+        return self.inner.fileno()
+
+    @property
+    def exited(self) -> bool:
+        return self.inner.exited
+
+    def submit(self, request: Any) -> None:
+        if request.iov.iov_len:  # a READ or a WRITE
+            self.sizes.add(request.datalen)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        self.inner.submit(request)
+
+    def completions(self) -> list[Completion]:
+        batch = self.inner.completions()
+        self.in_flight -= len(batch)
+        return self.mangle(batch) if self.mangle else batch
+
+    def break_session(self, reason: str) -> None:
+        self.inner.break_session(reason)
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def on_the_nth(n: int, change: Callable[[Completion], Completion | None]) -> Mangle:
+    """Apply ``change`` to the nth completion (None drops it)."""
+    seen = 0
+
+    def mangle(batch: list[Completion]) -> list[Completion]:
+        nonlocal seen
+        kept = []
+        for done in batch:
+            seen += 1
+            changed = change(done) if seen == n else done
+            if changed is not None:
+                kept.append(changed)
+        return kept
+
+    return mangle
+
+
+def unreadable_batch(batch: list[Completion]) -> list[Completion]:
+    if any(done.id >= 8 for done in batch):
+        raise RuntimeError("completions unreadable")
+    return batch
+
+
+FAULTS: dict[str, Mangle] = {
+    "unhandled": on_the_nth(8, lambda done: replace(done, id=-1)),  # nobody waits for it
+    "unreadable": unreadable_batch,
+    "lost": on_the_nth(8, lambda done: None),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_completion_gone_wrong_fails_the_copy_never_hangs_it(
+    stack: devstack.Stack, make_lun: MakeLun, fault: str
+) -> None:
+    """A completion that cannot be handled, a batch that cannot be taken, a completion
+    that never arrives: the copy fails in bounded time naming the LUN and an offset, and
+    the session is torn down (its connection closed)."""
+    lun = make_lun(32 * MiB, fill=dirt(32 * MiB))
+    spec = parse_iscsi(lun.url.removeprefix("iscsi:"))
+
+    async def copy_out() -> None:
+        pump = partial(RecordingPump, mangle=FAULTS[fault])
+        async with open_iscsi_source(spec, IscsiOptions(timeout=1), pump=pump) as source:
+            await copy(source, MemoryVolume(bytes(source.size)), CopyOptions(chunk_size=MiB))
+
+    started = time.monotonic()
+    with pytest.raises(EndpointError, match=rf"\w+ failed on {re.escape(lun.url)} at offset \d+"):
+        trio.run(copy_out)
+    assert time.monotonic() - started < 15
+    while connections(stack, lun) and time.monotonic() - started < 25:
+        time.sleep(0.1)
+    assert connections(stack, lun) == ""
+
+
+def test_queue_depth_and_transfer_size_are_what_was_asked(make_lun: MakeLun) -> None:
+    size = 64 * MiB
+    content = dirt(size)
+    lun = make_lun(size, fill=content)
+    spec = parse_iscsi(lun.url.removeprefix("iscsi:"))
+    options = IscsiOptions(queue_depth=5, transfer_size=256 * 1024)
+    engine = CopyOptions(chunk_size=4 * MiB, depth=4)  # 4 chunks of 16 pieces offered
+    pumps: list[RecordingPump] = []
+
+    def recording(ctx: Any) -> RecordingPump:
+        pumps.append(RecordingPump(ctx))
+        return pumps[-1]
+
+    async def there_and_back() -> bytes:
+        async with open_iscsi_sink(spec, size=size, options=options, pump=recording) as sink:
+            await copy(MemoryVolume(content[::-1]), sink, engine)
+        async with open_iscsi_source(spec, options, pump=recording) as source:
+            back = MemoryVolume(bytes(size))
+            await copy(source, back, engine)
+        return bytes(back.data)
+
+    assert trio.run(there_and_back) == content[::-1]
+    assert Path(lun.backing).read_bytes() == content[::-1]
+    for pump in pumps:
+        assert pump.most == 5
+        assert pump.sizes == {256 * 1024}
+        assert pump.in_flight == 0
+
+
+def test_iscsi_options_refuse_a_queue_depth_of_zero() -> None:
+    with pytest.raises(UsageError, match="queue depth"):
+        IscsiOptions(queue_depth=0)

@@ -1,12 +1,58 @@
-"""An iSCSI LUN as a source, through the user-space initiator: only READ(16) and GET LBA
-STATUS are ever sent to it."""
+"""An iSCSI LUN as a source, through the user-space initiator (``asyncopy.iscsi``).
+
+Only READ(16) and GET LBA STATUS are ever sent to a source. ``IscsiVolume`` is also the
+reading half of the sink (``asyncopy.sinks.iscsi``): a sink is read back to verify and to
+patch a last, partial block.
+
+The allocation map comes from GET LBA STATUS when the LUN is thin (LBPME); a run the target
+reports unmapped is a hole only if unmapped blocks read as zeros (LBPRZ), else it is data.
+Without LBPME there is no map: everything is data.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from asyncopy.iscsi import IscsiOptions, IscsiSpec, IscsiVolume, open_session, read_geometry
+from asyncopy.endpoint import Extent, ExtentKind, all_data
+from asyncopy.iscsi import IscsiOptions, IscsiSpec, PumpFactory, Session, ThreadPump, open_session
+
+
+class IscsiVolume:
+    """One LUN through a logged-in session: what sources and sinks share."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.geometry = session.geometry
+        self.name = session.name
+        self.size = self.geometry.size
+        self.block_size = self.geometry.block_size
+        self.io_size = self.geometry.optimal_transfer
+
+    async def read_into(self, offset: int, buf: memoryview) -> int:
+        length = max(0, min(len(buf), self.size - offset))
+        await self.session.read16(offset, buf[:length])
+        return length
+
+    async def extents(self, offset: int, length: int) -> Sequence[Extent]:
+        if not self.geometry.lbpme:
+            return all_data(offset, length)
+        found: list[Extent] = []
+        end = offset + length
+        position = offset - offset % self.block_size
+        while position < end:
+            runs = await self.session.get_lba_status(position)
+            if not runs:
+                break
+            for start, count, mapped in runs:
+                stop = min(start + count, end)
+                first = max(start, offset)
+                if stop > first:
+                    kind = ExtentKind.DATA if mapped or not self.geometry.lbprz else ExtentKind.HOLE
+                    found.append(Extent(first, stop - first, kind))
+            position = max(position + self.block_size, runs[-1][0] + runs[-1][1])
+        covered = found[-1].end if found else offset
+        return [*found, *all_data(covered, end - covered)]
 
 
 class IscsiSource(IscsiVolume):
@@ -14,7 +60,9 @@ class IscsiSource(IscsiVolume):
 
 
 @asynccontextmanager
-async def open_iscsi_source(spec: IscsiSpec, options: IscsiOptions) -> AsyncIterator[IscsiSource]:
+async def open_iscsi_source(
+    spec: IscsiSpec, options: IscsiOptions, *, pump: PumpFactory = ThreadPump
+) -> AsyncIterator[IscsiSource]:
     """Log in, read the LUN's geometry; logged out on every path."""
-    async with open_session(spec, options) as session:
-        yield IscsiSource(session, await read_geometry(session))
+    async with open_session(spec, options, pump=pump) as session:
+        yield IscsiSource(session)
