@@ -31,6 +31,17 @@ from benchmarks.measure import Run
 MiB, GiB = 1 << 20, 1 << 30
 PEER_LIMIT = 0.8
 CINDER_LIMIT = 0.3
+CPU_LIMIT = 0.8  # the copier's CPU per GiB against the peer that spends the least
+CPU_PATHS = {
+    "rbd -> rbd",
+    "rbd -> file",
+    "file -> rbd",
+    "rbd -> iscsi",
+    "iscsi -> rbd",
+    "rbd -> loop",
+    "loop -> rbd",
+}
+CPU_LAYOUTS = ("100", "50")
 SPARSE_LIMIT = 2.0
 RSS_LIMIT = 64 * MiB + DEFAULT_MAX_INFLIGHT
 RSS_FLATNESS = 1.10
@@ -222,6 +233,7 @@ def targets(all_rows: Sequence[Row], runs: Sequence[Run]) -> list[Target]:
     """Every target that the runs measured, in the order of the report."""
     return [
         *path_targets(all_rows),
+        *cpu_targets(all_rows),
         *verify_targets(all_rows),
         *sparse_targets(all_rows),
         *rss_targets(all_rows, runs),
@@ -258,6 +270,24 @@ def path_targets(all_rows: Sequence[Row]) -> list[Target]:
             )
             name = f"{where(mine)}: asyncopy <= {limit:.1f}x {label}"
             found.append(Target(name, figure, f"<= {limit:.2f}x", value <= limit, value))
+    return found
+
+
+def cpu_targets(all_rows: Sequence[Row]) -> list[Target]:
+    """The copier's CPU per GiB against the thriftiest peer's, where the CPU matters most."""
+    found = []
+    for summary in path_summaries(all_rows):
+        mine, best = summary.asyncopy, summary.best(CPU)
+        value = summary.ratio_to_best(CPU)
+        if summary.path not in CPU_PATHS or summary.layout not in CPU_LAYOUTS:
+            continue
+        if best is None or best.cpu is None or mine.cpu is None or value is None:
+            continue
+        figure = (
+            f"{value:.2f}x: {mine.cpu.median:.2f} vs {best.tool} {best.cpu.median:.2f} CPU-s/GiB"
+        )
+        name = f"{where(mine)}: asyncopy CPU <= {CPU_LIMIT:.1f}x the best peer's"
+        found.append(Target(name, figure, f"<= {CPU_LIMIT:.2f}x", value <= CPU_LIMIT, value))
     return found
 
 

@@ -338,6 +338,15 @@ def test_cpu_per_gib_and_each_figure_has_its_own_best_peer() -> None:
     document = report.path_json(summary)["metrics"]["stack_cpu_per_gib"]
     assert document["best_peer"] == "qemu-img convert"
     assert document["best_peer_value"] == pytest.approx(0.65)
+    (cpu,) = report.cpu_targets(rows)  # rbd -> file has no peer to be measured against
+    assert cpu.name == "rbd -> rbd, 50%: asyncopy CPU <= 0.8x the best peer's"
+    assert not cpu.met
+    assert cpu.value == pytest.approx(1.5)
+    assert cpu.figure == "1.50x: 0.60 vs qemu-img convert 0.40 CPU-s/GiB"
+    thrifty = [run("asyncopy", "asyncopy", 1.0, cpu_seconds=0.3), runs[3]]
+    (goal,) = report.cpu_targets(report.rows(thrifty))
+    assert goal.met
+    assert goal.value == pytest.approx(0.75)
 
 
 def test_timed_measures_the_command_and_the_daemons_cpu() -> None:
