@@ -133,7 +133,9 @@ def _zero_blocks(view: memoryview, size: int) -> Iterator[Range]:
 
     Only blocks whose sampled bytes are all zero are compared in full: the samples of every
     block are gathered by strided slices, in C, so a chunk of data costs a few operations,
-    not one per block.
+    not one per block. The samples lie in each block's first cache line, so a block of data
+    costs one cache miss; a block that passes them only to hold data further on costs a
+    compare that stops at its first byte that is not zero.
     """
     zeros = zero_bytes(max(len(view), size))
     for start, stop in _candidate_runs(view, size):
@@ -146,7 +148,7 @@ def _zero_blocks(view: memoryview, size: int) -> Iterator[Range]:
                 yield pos, end
 
 
-_SAMPLES = 8  # bytes sampled per block, spread over it
+_SAMPLES = (0, 32)  # the bytes sampled in each block: both in its first cache line
 
 
 def _candidate_runs(view: memoryview, size: int) -> Iterator[Range]:
@@ -154,7 +156,7 @@ def _candidate_runs(view: memoryview, size: int) -> Iterator[Range]:
     length = len(view)
     count = -(-length // size)
     marks = 0
-    for offset in sorted({size * k // _SAMPLES for k in range(_SAMPLES)} | {size - 1}):
+    for offset in (sample for sample in _SAMPLES if sample < size):
         sample = bytes(view[offset::size]).ljust(count, b"\0")  # a short last block: 0
         marks |= int.from_bytes(sample, "little")
     for run in _ZERO_RUN.finditer(marks.to_bytes(count, "little")):

@@ -86,7 +86,7 @@ def reference_segments(data: bytes, size: int) -> list[tuple[int, int, bool]]:
 
 
 @given(
-    size=st.sampled_from([512, 4096]),
+    size=st.sampled_from([16, 512, 4096]),
     blocks=st.integers(1, 40),
     tail=st.integers(0, 511),
     writes=st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), max_size=12),
