@@ -130,13 +130,7 @@ def test_generic_migration_rbd_to_nfs_and_back(
         "temp_files": [],
         "system_temp_files": [],
     }, shown
-    assert report["delete_failures"] == [], shown
-    assert report["after_cleanup"] == {
-        "rbd_images": [],
-        "share_files": [],
-        "mounts": [],
-        "child_processes": [],
-    }, shown
+    assert_nothing_left(report, shown)
 
     for direction in directions:
         name = f"{direction['source']}_to_{direction['destination']}"
@@ -154,6 +148,17 @@ def test_generic_migration_rbd_to_nfs_and_back(
         assert direction["destination_allocated"] <= direction["source_allocated"] + MiB, shown
         assert direction["progress_seen"], shown  # migration_progress while copying
         assert direction["progress_after"] is None, shown  # and gone at the end
+
+
+def assert_nothing_left(report: dict[str, Any], shown: str) -> None:
+    """Every volume deleted, and no image, share file, mount or child process left over."""
+    assert report["delete_failures"] == [], shown
+    assert report["after_cleanup"] == {
+        "rbd_images": [],
+        "share_files": [],
+        "mounts": [],
+        "child_processes": [],
+    }, shown
 
 
 LIMIT = 16 * MiB
@@ -203,10 +208,4 @@ def test_a_migration_killed_mid_copy_leaves_nothing_attached_or_running(
     }, shown
     assert report["interrupted"]["kill_seconds"] < 10, shown
     assert report["copies"] == [], shown  # it did not run to its end
-    assert report["delete_failures"] == [], shown
-    assert report["after_cleanup"] == {
-        "rbd_images": [],
-        "share_files": [],
-        "mounts": [],
-        "child_processes": [],
-    }, shown
+    assert_nothing_left(report, shown)
