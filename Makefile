@@ -10,7 +10,7 @@ DEBS := util-linux ceph-mon ceph-osd ceph-common python3-rados python3-rbd tgt \
 	cgroup-tools
 CODE := asyncopy tests benchmarks scripts
 
-.PHONY: test lint demo bench deps clean
+.PHONY: test lint demo bench deps bytecode clean
 
 $(BIN)/.installed: pyproject.toml setup.py asyncopy/_iscsi_build.py scripts/link-ceph-python asyncopy/_rbd_build.py
 	scripts/ensure-debs $(DEBS)
@@ -30,11 +30,16 @@ lint: deps
 test: lint
 	$(BIN)/pytest
 
-demo: deps
+# The package's bytecode, as pip writes it when it installs a wheel: the editable install
+# has none, and where PYTHONDONTWRITEBYTECODE is set every run would compile the sources.
+bytecode: deps
+	$(BIN)/python -m compileall -q asyncopy
+
+demo: bytecode
 	$(BIN)/python -m scripts.demo
 
 # BENCH_ARGS: e.g. --quick, --size 1G, --paths rbd-rbd,rbd-file, --layouts 50 (see --help)
-bench: deps
+bench: bytecode
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
