@@ -272,6 +272,13 @@ class Bench:
     def rbd_cli(self, *args: str) -> None:
         run_command(["rbd", "-c", self.conf, "--no-progress", *args], what=f"rbd {args[0]}")
 
+    def remove_if_made(self, image: str) -> None:
+        """``rbd rm`` of an image a failed step may not have created: an image that is not
+        there must not hide, behind its own error, why the step failed."""
+        info = ["rbd", "-c", self.conf, "info", image]
+        if subprocess.run(info, capture_output=True, check=False).returncode == 0:
+            self.rbd_cli("rm", image)
+
     def everything(self, cleanup: ExitStack) -> None:
         self.make_destinations(cleanup)
         self.ceiling()
@@ -348,7 +355,7 @@ class Bench:
         allocated = {"file": file_allocated(str(path)), "loop": file_allocated(str(path))}
         what = f"making the sources of layout {layout.title}"
         if "rbd" in kinds:
-            made.callback(self.rbd_cli, "rm", f"{self.pool}/src")
+            made.callback(self.remove_if_made, f"{self.pool}/src")
             write_image(self.conf, self.pool, "src", size, blocks(size, count, seed))
             sources["rbd"] = self.rbd("src")
             check_identical(str(path), sources["rbd"].uri, what=what)
@@ -516,7 +523,7 @@ class Bench:
         found = []
         for number, (label, size, count) in enumerate(wanted):
             name = f"extra-{number}"
-            made.callback(self.rbd_cli, "rm", f"{self.pool}/{name}")
+            made.callback(self.remove_if_made, f"{self.pool}/{name}")
             data = blocks(size, count, zlib.crc32(label.encode()))
             write_image(self.conf, self.pool, name, size, data)
             used = rbd_allocated(self.conf, f"{self.pool}/{name}")
