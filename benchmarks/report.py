@@ -277,10 +277,10 @@ def cpu_targets(all_rows: Sequence[Row]) -> list[Target]:
     """The copier's CPU per GiB against the thriftiest peer's, where the CPU matters most."""
     found = []
     for summary in path_summaries(all_rows):
-        mine, best = summary.asyncopy, summary.best(CPU)
-        value = summary.ratio_to_best(CPU)
         if summary.path not in CPU_PATHS or summary.layout not in CPU_LAYOUTS:
             continue
+        mine, best = summary.asyncopy, summary.best(CPU)
+        value = summary.ratio_to_best(CPU)
         if best is None or best.cpu is None or mine.cpu is None or value is None:
             continue
         figure = (
