@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from asyncopy.devstack import Daemon
-from benchmarks import report
+from benchmarks import disk_requests, report
 from benchmarks.bench import pick, rotated
 from benchmarks.measure import BenchError, Run, check_identical, check_manifest, timed
 from benchmarks.scenarios import (
@@ -426,3 +426,20 @@ def test_rounds_rotate_and_filters_pick_known_names() -> None:
     assert [lay.id for lay in pick(LAYOUTS, "1%,100", "--layouts", lambda x: x.id)] == ["100", "1"]
     with pytest.raises(BenchError, match="unknown 7; choose from 1, 100, 50"):
         pick(LAYOUTS, "7", "--layouts", lambda x: x.id)
+
+
+def test_disk_requests_counts_what_reaches_the_device(tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    stat = disk_requests.stat_file(str(tmp_path))
+    write = f"dd if=/dev/zero of={target} bs=1M count=8 oflag=direct status=none"
+    written = disk_requests.one(write, stat, str(tmp_path))
+    assert written.writes.size >= 8 << 20
+    assert written.writes.count >= 8  # O_DIRECT: one request per 1 MiB write, at least
+    read = disk_requests.one(f"dd if={target} of=/dev/null bs=1M iflag=direct", stat, str(tmp_path))
+    assert read.reads.size >= 8 << 20
+    assert 0 < read.reads.mean <= 1 << 20  # no read of 1 MiB asks for more
+    before = [10, 1, 80, 5, 20, 2, 4096, 7, 0, 0, 0]
+    after = [14, 1, 2128, 9, 21, 2, 4104, 8, 0, 0, 0]
+    reads, writes = disk_requests.delta(before, after)
+    assert (reads.count, reads.size, reads.mean, reads.queued_ms) == (4, 1 << 20, 1 << 18, 4)
+    assert (writes.count, writes.size, writes.queued_ms) == (1, 4096, 1)
