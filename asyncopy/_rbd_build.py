@@ -51,6 +51,10 @@ void rados_shutdown(rados_t cluster);
 int rados_ioctx_create(rados_t cluster, const char *pool_name, rados_ioctx_t *ioctx);
 void rados_ioctx_destroy(rados_ioctx_t io);
 void rados_ioctx_set_namespace(rados_ioctx_t io, const char *nspace);
+int rados_ioctx_get_namespace(rados_ioctx_t io, char *buf, unsigned maxlen);
+int64_t rados_ioctx_get_id(rados_ioctx_t io);
+rados_t rados_ioctx_get_cluster(rados_ioctx_t io);
+int rados_cluster_fsid(rados_t cluster, char *buf, size_t len);
 
 void rbd_image_options_create(rbd_image_options_t *opts);
 void rbd_image_options_destroy(rbd_image_options_t opts);
@@ -66,6 +70,7 @@ int rbd_close(rbd_image_t image);
 int rbd_stat(rbd_image_t image, rbd_image_info_t *info, size_t infosize);
 int rbd_get_features(rbd_image_t image, uint64_t *features);
 int rbd_get_flags(rbd_image_t image, uint64_t *flags);
+int rbd_get_id(rbd_image_t image, char *id, size_t id_len);
 int rbd_lock_acquire(rbd_image_t image, rbd_lock_mode_t lock_mode);
 int rbd_watchers_list(rbd_image_t image, rbd_image_watcher_t *watchers, size_t *max_watchers);
 void rbd_watchers_list_cleanup(rbd_image_watcher_t *watchers, size_t num_watchers);

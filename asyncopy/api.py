@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -14,11 +15,12 @@ from typing import TypeVar
 
 import trio
 
-from asyncopy.endpoint import Volume
+from asyncopy.endpoint import Identified, Identity, Volume
 from asyncopy.engine import CopyOptions, CopyResult, ProgressCallback, copy
-from asyncopy.errors import CopyFailed, UsageError
-from asyncopy.uri import EndpointOptions, check, open_sink, open_source
-from asyncopy.verify import Manifest, check_manifest, compare
+from asyncopy.errors import Terminated, UsageError
+from asyncopy.posix import path_identities
+from asyncopy.uri import EndpointOptions, check, open_sink, open_source, parse
+from asyncopy.verify import Manifest, check_manifest, compare, manifest_file
 
 T = TypeVar("T")
 
@@ -41,25 +43,24 @@ async def copy_uri(
         CopyFailed: the copy, its flush, close or verification failed.
     """
     if manifest is not None:
-        _check_writable_dir(manifest)
         options = replace(options or CopyOptions(), digests=True)
     check(src)
     check(dst)
-    async with (
-        open_source(src, src_options) as source,
-        open_sink(
-            dst,
-            size=source.size,
-            target_is_zero=target_is_zero,
-            options=like_source(source, dst_options),
-        ) as sink,
-    ):
-        result = await copy(source, sink, options, progress)
-    if manifest is not None and result.digests is not None:
-        try:
-            Manifest(result.digests).write(manifest)
-        except OSError as exc:
-            raise CopyFailed(f"manifest {manifest}: cannot write: {exc.strerror}") from exc
+    refuse_same_paths(src, dst, manifest)
+    with ExitStack() as manifests:
+        commit = manifests.enter_context(manifest_file(manifest)) if manifest else None
+        async with open_source(src, src_options) as source:
+            refuse_same(source, [], manifest)
+            async with open_sink(
+                dst,
+                size=source.size,
+                target_is_zero=target_is_zero,
+                options=like_source(source, dst_options),
+            ) as sink:
+                refuse_same(sink, [source], manifest)
+                result = await copy(source, sink, options, progress)
+                if commit is not None and result.digests is not None:
+                    commit(Manifest(result.digests))  # a failure here fails the copy
     return result
 
 
@@ -90,26 +91,31 @@ def copy_sync(
 
 
 def run_interruptibly(job: Callable[[], Awaitable[T]]) -> T:
-    """``trio.run(job)``; Ctrl-C cancels the job, then raises KeyboardInterrupt.
+    """``trio.run(job)``; Ctrl-C (SIGINT) or SIGTERM cancels the job, then raises
+    KeyboardInterrupt or ``Terminated``.
 
     A cancellation lets endpoints close as designed: shielded waits for requests already
-    sent to librbd or to an iSCSI target run to their end. trio's own KeyboardInterrupt is
-    raised in whatever code runs when the signal comes and breaks through shields: it was
-    seen to stop an iSCSI session's pump for good (the copy never ends) and to close an RBD
-    image with a request in flight (a hang, or heap corruption at exit). Off the main thread
-    signals cannot be caught, and this is plain ``trio.run``.
+    sent to librbd or to an iSCSI target run to their end, a destination the copy created is
+    removed, locks and sessions are released. trio's own KeyboardInterrupt is raised in
+    whatever code runs when the signal comes and breaks through shields: it was seen to stop
+    an iSCSI session's pump for good (the copy never ends) and to close an RBD image with a
+    request in flight (a hang, or heap corruption at exit). Off the main thread signals
+    cannot be caught, and this is plain ``trio.run``.
     """
     if threading.current_thread() is not threading.main_thread():
         return trio.run(job)
+    received: list[int] = []
 
     async def interruptible() -> T:
-        with trio.open_signal_receiver(signal.SIGINT) as signals, trio.CancelScope() as scope:
+        stopping = (signal.SIGINT, signal.SIGTERM)
+        with trio.open_signal_receiver(*stopping) as signals, trio.CancelScope() as scope:
             watching = trio.CancelScope()
 
             async def watch() -> None:
                 with watching:
                     if not watching.cancel_called:  # the job may be over before this starts
-                        async for _ in signals:
+                        async for number in signals:
+                            received.append(number)
                             scope.cancel()
 
             trio.lowlevel.spawn_system_task(watch)
@@ -117,7 +123,9 @@ def run_interruptibly(job: Callable[[], Awaitable[T]]) -> T:
                 result = await job()
             finally:
                 watching.cancel()
-        if scope.cancel_called:  # only Ctrl-C cancels this scope, even if the job then ended
+        if scope.cancel_called:  # only a signal cancels this scope, even if the job then ended
+            if received[0] == signal.SIGTERM:
+                raise Terminated
             raise KeyboardInterrupt
         return result
 
@@ -151,7 +159,34 @@ def like_source(source: Volume, options: EndpointOptions | None) -> EndpointOpti
     return options
 
 
-def _check_writable_dir(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise UsageError(f"manifest {path}: directory {parent} is missing or not writable")
+def refuse_same_paths(src: str, dst: str, manifest: Path | None) -> None:
+    """Before anything is opened: SRC and DST (local paths, any spelling or link) must be two
+    volumes, and a manifest neither of them."""
+    local = [rest for scheme, rest in (parse(src), parse(dst)) if scheme == "file"]
+    if len(local) == 2 and path_identities(local[0]) & path_identities(local[1]):
+        raise UsageError(f"{src} and {dst} are the same volume")
+    if manifest is None:
+        return
+    taken = frozenset().union(*(path_identities(path) for path in local))
+    if path_identities(manifest) & taken or any(_same_path(manifest, path) for path in local):
+        raise UsageError(f"manifest {manifest}: is the source or the destination")
+
+
+def refuse_same(volume: Volume, opened: list[Volume], manifest: Path | None) -> None:
+    """Once opened, by what each volume says it is (inode, device, loop backing file,
+    cluster image, LUN): ``volume`` is none of ``opened``, and the manifest is none of them."""
+    mine = identities(volume)
+    for other in opened:
+        if mine & identities(other):
+            raise UsageError(f"{volume.name} and {other.name} are the same volume")
+    if manifest is not None and path_identities(manifest) & mine:
+        raise UsageError(f"manifest {manifest}: is {volume.name}")
+
+
+def identities(volume: Volume) -> frozenset[Identity]:
+    return volume.identities() if isinstance(volume, Identified) else frozenset()
+
+
+def _same_path(a: Path, b: str) -> bool:
+    """The same name once links and dots are resolved (``b`` may not exist yet)."""
+    return os.path.realpath(a) == os.path.realpath(b)

@@ -16,7 +16,7 @@ from typing import TypeVar
 import trio
 
 from asyncopy.endpoint import Volume, all_data
-from asyncopy.errors import EndpointError
+from asyncopy.errors import CopyFailed, EndpointError
 from asyncopy.plan import DataChunk, Work, data_ranges, fill_zero, plan_window
 
 T = TypeVar("T")
@@ -27,7 +27,11 @@ WINDOW_CHUNKS = 256
 
 def aligned_buffer(size: int) -> memoryview:
     """A page-aligned buffer (good for O_DIRECT) of ``size`` bytes."""
-    return memoryview(mmap.mmap(-1, max(size, 1)))[:size]
+    try:
+        return memoryview(mmap.mmap(-1, max(size, 1)))[:size]
+    except (OSError, MemoryError) as exc:
+        reason = getattr(exc, "strerror", None) or "out of memory"
+        raise CopyFailed(f"cannot allocate a buffer of {size} bytes: {reason}") from exc
 
 
 async def run_all(jobs: Sequence[Callable[[], Awaitable[None]]]) -> None:

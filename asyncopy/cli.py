@@ -1,7 +1,8 @@
 """The ``asyncopy`` command.
 
 Exit codes: 0 success (for ``verify``: identical), 1 copy failed or (for ``verify``)
-different, 2 bad input or error (as ``qemu-img compare``), 130 interrupted. Errors are one
+different, 2 bad input or error (as ``qemu-img compare``), 130 interrupted (SIGINT), 143
+terminated (SIGTERM): both cancel the copy and clean up first. Errors are one
 line on stderr, never a traceback.
 """
 
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 from asyncopy import settings
 from asyncopy.api import copy_uri, run_interruptibly, verify_manifest, verify_uris
-from asyncopy.errors import AsyncopyError, CopyFailed, UsageError
+from asyncopy.errors import AsyncopyError, CopyFailed, Terminated, UsageError
 from asyncopy.process import tune_for_copy
 from asyncopy.sizes import human, parse_size
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from asyncopy.engine import CopyResult, Progress
     from asyncopy.uri import EndpointOptions
 
-EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 MAX_CEPH_TIMEOUT = float(settings.MAX_TIMEOUT)
 _LIBRADOS = "librados' default"
 
@@ -181,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(_message(exc), EXIT_ERROR)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
+    except Terminated:
+        return _fail("terminated", EXIT_TERMINATED)
 
 
 def _copy(args: argparse.Namespace) -> int:

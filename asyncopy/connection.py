@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
@@ -33,7 +32,7 @@ from asyncopy.ceph import CephOptions, RbdSpec
 from asyncopy.chunks import run_all
 from asyncopy.endpoint import Extent, Sink, Volume
 from asyncopy.engine import CopyResult, Progress, copy
-from asyncopy.errors import CopyFailed, UsageError
+from asyncopy.errors import CopyFailed, Terminated, UsageError
 from asyncopy.iscsi import IscsiOptions, IscsiSpec
 from asyncopy.process import io_priority, set_io_priority, tune_for_copy
 from asyncopy.rate import RateLimit
@@ -137,7 +136,8 @@ def _parse(connection_info: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 def rbd_spec(data: Mapping[str, Any]) -> Iterator[RbdSpec]:
     """The image an ``rbd`` connection_info names, reached through its monitors.
 
-    A keyring in the dict (its contents) lives in a private file while the spec is in use.
+    A keyring in the dict (its contents) is never written anywhere: its key goes to
+    librados as the ``key`` option, in memory, for as long as the spec is in use.
     """
     name = data.get("name")
     if not isinstance(name, str) or name.count("/") not in (1, 2):
@@ -148,15 +148,15 @@ def rbd_spec(data: Mapping[str, Any]) -> Iterator[RbdSpec]:
     options = [("mon_host", monitors)] if monitors else []
     user = data.get("auth_username") if data.get("auth_enabled", True) else None
     keyring = data.get("keyring")
-    with _private_file(keyring) as keyring_path:
-        yield RbdSpec(
-            pool=pool,
-            namespace=namespace[0] if namespace else "",
-            image=image,
-            user=user,
-            keyring=keyring_path,
-            options=tuple(options),
-        )
+    if keyring:
+        options.append(("key", key_of(str(keyring), user)))
+    yield RbdSpec(
+        pool=pool,
+        namespace=namespace[0] if namespace else "",
+        image=image,
+        user=user,
+        options=tuple(options),
+    )
 
 
 def _monitor(host: str, port: object) -> str:
@@ -164,18 +164,23 @@ def _monitor(host: str, port: object) -> str:
     return f"{host}:{port}"
 
 
-@contextmanager
-def _private_file(contents: str | None) -> Iterator[str | None]:
-    if not contents:
-        yield None
-        return
-    fd, path = tempfile.mkstemp(prefix="asyncopy-keyring-")
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(contents)
-        yield path
-    finally:
-        os.unlink(path)
+def key_of(keyring: str, user: str | None) -> str:
+    """The key of ``client.USER`` (``client.admin`` when None) in a keyring's text, or its
+    only key; never shown in an error."""
+    wanted, section = f"client.{user or 'admin'}", ""
+    found: dict[str, str] = {}
+    for line in keyring.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        name, sep, value = line.partition("=")
+        if sep and name.strip() == "key" and value.strip():
+            found.setdefault(section, value.strip())
+    if wanted in found:
+        return found[wanted]
+    if len(found) == 1:
+        return next(iter(found.values()))
+    raise UsageError(f"rbd connection_info: the keyring holds no key for {wanted}")
 
 
 def iscsi_spec(data: Mapping[str, Any]) -> IscsiSpec:
@@ -323,6 +328,12 @@ def child_main() -> int:
     except (KeyError, ValueError, TypeError) as exc:
         print(f"bad request: {exc!r}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the copy was cancelled and cleaned up", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("terminated: the copy was cancelled and cleaned up", file=sys.stderr)
+        return 143
     print(json.dumps({"result": result.summary()}), flush=True)
     return 0
 

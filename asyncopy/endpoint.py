@@ -15,7 +15,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class ExtentKind(enum.Enum):
@@ -40,6 +40,19 @@ class Extent:
 def all_data(offset: int, length: int) -> list[Extent]:
     """The allocation map of an endpoint that knows none: everything is data."""
     return [Extent(offset, length, ExtentKind.DATA)] if length > 0 else []
+
+
+Identity = tuple[object, ...]  # hashable; two volumes sharing one hold the same bytes
+
+
+@runtime_checkable
+class Identified(Protocol):
+    """A volume that can tell what it is, whatever it was called: a file's inode, a device
+    number, a cluster's image. Copying a volume onto itself, or a manifest over either end,
+    is refused by comparing these."""
+
+    def identities(self) -> frozenset[Identity]:
+        """Every identity of the bytes this volume reads and writes."""
 
 
 class Volume(Protocol):

@@ -25,6 +25,7 @@ Design:
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ DEFAULT_CHUNK_SIZE = 4 * MiB
 DEFAULT_DEPTH = 8  # as qemu-img convert; 16 was no faster in benchmarks/ and held more memory
 DEFAULT_MAX_INFLIGHT = 64 * MiB
 DEFAULT_SPARSE_SIZE = 4096  # as qemu-img convert -S
+MAX_DEPTH = 1024  # past a few dozen nothing gets faster; one buffer mapping per chunk in flight
 UNHASHED = bytes(DIGEST_SIZE)  # what a chunk's digest is when no hashing was asked for
 
 
@@ -62,6 +64,8 @@ class CopyOptions:
     def __post_init__(self) -> None:
         if self.chunk_size <= 0 or self.depth <= 0:
             raise UsageError("chunk size and depth must be positive")
+        if self.depth > MAX_DEPTH:
+            raise UsageError(f"depth {self.depth} is more than {MAX_DEPTH}")
         if self.sparse_size < 0 or (self.sparse_size and self.chunk_size % self.sparse_size):
             raise UsageError(
                 f"sparse size {self.sparse_size} must divide the chunk size {self.chunk_size}"
@@ -72,9 +76,21 @@ class CopyOptions:
                 f"({self.chunk_size})"
             )
 
+        held = self.workers * self.chunk_size
+        if held > memory_limit():
+            raise UsageError(
+                f"{self.workers} chunks of {self.chunk_size} bytes in flight need {held} bytes "
+                f"of buffers, more than half of this machine's memory ({memory_limit() * 2})"
+            )
+
     @property
     def workers(self) -> int:
         return min(self.depth, self.max_inflight_bytes // self.chunk_size)
+
+
+def memory_limit() -> int:
+    """The most buffer memory a copy may ask for: half the machine's physical memory."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
 @dataclass(frozen=True, slots=True)

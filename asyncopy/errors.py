@@ -23,6 +23,10 @@ class IncompatibleCinder(UsageError):
     """The running Cinder's volume manager is not the one ``asyncopy.cinder.manager`` knows."""
 
 
+class Terminated(BaseException):  # a stop, as KeyboardInterrupt is, not an error
+    """SIGTERM stopped a copy; it was cancelled and cleaned up as Ctrl-C would have."""
+
+
 class CopyFailed(AsyncopyError):
     """A copy or a verification failed; the destination must not be trusted."""
 

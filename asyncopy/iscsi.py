@@ -107,8 +107,7 @@ def parse_iscsi(text: str) -> IscsiSpec:
     """Parse what follows ``iscsi:``; bad input is a UsageError that never shows a secret."""
     match = _URL.fullmatch(text)
     if match is None:
-        shown = text.rpartition("@")[2] if "@" in text else text
-        raise UsageError(f"iscsi:{shown}: {USAGE}")
+        raise UsageError(f"iscsi:{_masked(text)}: {USAGE}")
     port = int(match["port"] or 3260)
     if not 0 < port < 65536:
         raise UsageError(f"iscsi://{match['host']}:{port}: bad port")
@@ -122,6 +121,16 @@ def parse_iscsi(text: str) -> IscsiSpec:
         user=unquote(match["user"]) if match["user"] else None,
         password=unquote(match["password"]) if match["password"] is not None else None,
     )
+
+
+def _masked(text: str) -> str:
+    """``text`` with whatever may hold a secret hidden: all before the last ``@``, or an
+    authority holding ``%`` (``user%password`` with no host after it)."""
+    slashes = "//" if text.startswith("//") else ""
+    if "@" in text:
+        return f"{slashes}***@{text.rpartition('@')[2]}"
+    authority, sep, rest = text.removeprefix(slashes).partition("/")
+    return f"{slashes}***{sep}{rest}" if "%" in authority else text
 
 
 def credentials(spec: IscsiSpec, options: IscsiOptions) -> tuple[str, str] | None:

@@ -263,6 +263,21 @@ class Image:
         self._pending: dict[int, _Request] = {}
         self._watching = False
 
+    def identity(self) -> tuple[str, int, str, str]:
+        """(cluster fsid, pool id, namespace, image id): the same for every way of naming
+        this image, and for no other image."""
+        ioctx = self.pool.handle
+        text = ffi.new("char[]", 256)
+        check(
+            "rados_cluster_fsid",
+            lib.rados_cluster_fsid(lib.rados_ioctx_get_cluster(ioctx), text, 256),
+        )
+        fsid = ffi.string(text).decode()
+        check("rados_ioctx_get_namespace", lib.rados_ioctx_get_namespace(ioctx, text, 256))
+        namespace = ffi.string(text).decode()
+        check("rbd_get_id", lib.rbd_get_id(self.handle, text, 256))
+        return fsid, int(lib.rados_ioctx_get_id(ioctx)), namespace, ffi.string(text).decode()
+
     async def read(self, offset: int, buf: memoryview) -> int:
         """Read len(buf) bytes at ``offset`` into ``buf``; the count read."""
         target = ffi.from_buffer(buf, require_writable=True)

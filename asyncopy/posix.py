@@ -22,11 +22,13 @@ import os
 import stat
 import struct
 from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
 from typing import TypeVar
 
 import trio
 
-from asyncopy.endpoint import Extent, ExtentKind
+from asyncopy.endpoint import Extent, ExtentKind, Identity
 from asyncopy.errors import UsageError, endpoint_errors
 
 T = TypeVar("T")
@@ -76,6 +78,9 @@ class FdVolume:
 
     async def read_into(self, offset: int, buf: memoryview) -> int:
         return await self.run("read", offset, len(buf), pread_full, self.fd, buf, offset)
+
+    def identities(self) -> frozenset[Identity]:
+        return stat_identities(os.fstat(self.fd))
 
 
 class FdSource(FdVolume):
@@ -180,6 +185,25 @@ def block_device_geometry(fd: int) -> tuple[int, int, int]:
 
 def block_zero_out(fd: int, offset: int, length: int) -> None:
     fcntl.ioctl(fd, BLKZEROOUT, struct.pack("QQ", offset, length))
+
+
+def stat_identities(st: os.stat_result) -> frozenset[Identity]:
+    """A regular file's inode; a block device's number, and a loop device's backing file."""
+    if not stat.S_ISBLK(st.st_mode):
+        return frozenset({("inode", st.st_dev, st.st_ino)})
+    found: set[Identity] = {("device", st.st_rdev)}
+    backing = f"/sys/dev/block/{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}/loop/backing_file"
+    with suppress(OSError):  # not a loop device, or its backing file is gone
+        found |= stat_identities(os.stat(Path(backing).read_text().rstrip("\n")))
+    return frozenset(found)
+
+
+def path_identities(path: str | os.PathLike[str]) -> frozenset[Identity]:
+    """``stat_identities`` of what ``path`` names (links followed); empty if nothing."""
+    try:
+        return stat_identities(os.stat(path))
+    except OSError:
+        return frozenset()
 
 
 def kind_of(path: str) -> str | None:

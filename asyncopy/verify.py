@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import stat
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -32,7 +35,7 @@ from asyncopy.chunks import (
     run_all,
 )
 from asyncopy.endpoint import Volume
-from asyncopy.errors import UsageError
+from asyncopy.errors import CopyFailed, UsageError
 from asyncopy.plan import DataChunk, Work, ZeroRun, fill_zero, merge_indices, zero_bytes
 from asyncopy.rate import RateLimit
 
@@ -116,34 +119,87 @@ class Manifest:
             indent=1,
         )
 
-    def write(self, path: Path) -> None:
-        """Write atomically: a reader sees the old manifest or the whole new one."""
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            with open(tmp, "w") as out:
-                out.write(self.dumps() + "\n")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-
     @classmethod
     def loads(cls, text: str, where: str) -> Manifest:
         try:
             doc = json.loads(text)
-        except ValueError as exc:
-            raise UsageError(f"manifest {where}: not JSON: {exc}") from exc
+        except (ValueError, RecursionError) as exc:
+            raise UsageError(f"manifest {where}: not JSON: {_reason(exc)}") from exc
         return cls(_table_from(doc, Path(where)))
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
+        """Read a manifest: a regular file (never blocks on a FIFO or a device)."""
+        return cls.loads(read_regular(path, "manifest"), str(path))
+
+
+@contextmanager
+def manifest_file(path: Path) -> Iterator[Callable[[Manifest], None]]:
+    """Where a copy's manifest will go: a temporary file beside ``path``, made now (a path
+    that cannot take a manifest is refused before the copy starts), and a ``commit`` that
+    writes the manifest there and renames it over ``path`` (a reader sees the old manifest
+    or the whole new one). Not committed, the temporary file is removed.
+
+    Raises:
+        UsageError: ``path`` is something other than a regular file, or its directory
+            cannot take a file.
+        CopyFailed: from ``commit``, when the manifest cannot be written.
+    """
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise UsageError(f"manifest {path}: not a regular file")
+    except FileNotFoundError:
+        pass  # made by the copy
+    except OSError as exc:
+        raise UsageError(f"manifest {path}: {exc.strerror}") from exc
+    directory = path.parent if str(path.parent) else Path(".")
+    temporary = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise UsageError(f"manifest {path}: cannot write in {directory}: {exc.strerror}") from exc
+
+    def commit(manifest: Manifest) -> None:
         try:
-            doc = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"manifest {path}: cannot read: {exc}") from exc
-        return cls(_table_from(doc, path))
+            with os.fdopen(os.dup(fd), "w") as out:
+                out.write(manifest.dumps() + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, path)
+        except OSError as exc:
+            raise CopyFailed(f"manifest {path}: cannot write: {exc.strerror}") from exc
+
+    try:
+        yield commit
+    finally:
+        os.close(fd)
+        temporary.unlink(missing_ok=True)
+
+
+def read_regular(path: Path, what: str) -> str:
+    """The text of a regular file; anything else (a FIFO, a device, a directory) is refused
+    before a byte is read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot read: {exc.strerror}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{what} {path}: not a regular file")
+        with os.fdopen(os.dup(fd), "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise UsageError(f"{what} {path}: cannot read: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{what} {path}: not text") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
 def _table_from(doc: object, path: Path) -> DigestTable:
@@ -159,9 +215,10 @@ def _table_from(doc: object, path: Path) -> DigestTable:
     digests = doc.get("digests")
     if size is None or chunk_size is None:
         raise UsageError(f"manifest {path}: bad size or chunk_size")
+    count = -(-size // chunk_size)
+    if not isinstance(digests, list) or len(digests) != count:  # before allocating the table
+        raise UsageError(f"manifest {path}: expected {count} digests")
     table = DigestTable(size, chunk_size)
-    if not isinstance(digests, list) or len(digests) != table.count:
-        raise UsageError(f"manifest {path}: expected {table.count} digests")
     try:
         for index, text in enumerate(digests):
             digest = bytes.fromhex(text)
@@ -169,7 +226,7 @@ def _table_from(doc: object, path: Path) -> DigestTable:
                 raise ValueError(text)
             table.set(index, digest)
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"manifest {path}: bad digest {exc}") from exc
+        raise UsageError(f"manifest {path}: bad digest {str(exc)[:80]}") from exc
     return table
 
 

@@ -59,7 +59,7 @@ def test_verify_exit_codes(tmp_path: Path) -> None:
         (["copy", "{src}", "{dst}", "--chunk-size", "4X"], "bad chunk size"),
         (["copy", "{src}", "{dst}", "--sparse-size", "3000"], "must divide the chunk size"),
         (["copy", "{src}", "{small}"], "too small"),
-        (["copy", "{src}", "{dst}", "--manifest", "{missing}/m.json"], "not writable"),
+        (["copy", "{src}", "{dst}", "--manifest", "{missing}/m.json"], "cannot write in"),
         (["copy", "{src}"], "the following arguments are required: dst"),
         (["verify", "{src}"], "verify takes A B"),
         (["frobnicate"], "invalid choice"),

@@ -49,7 +49,7 @@ async def test_a_larger_volume_matches_only_if_its_extra_bytes_are_zero(tmp_path
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        ("not json", "cannot read"),
+        ("not json", "not JSON"),
         ('{"format": "other"}', "not an asyncopy manifest"),
         ('{"format": "asyncopy-manifest", "version": 9, "algorithm": "xxh3-128"}', "unsupported"),
         (

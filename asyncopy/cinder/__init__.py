@@ -163,6 +163,9 @@ def child_request(
     }
 
 
+STOP_GRACE = 5.0  # seconds a stopped copy has to clean up before it is killed
+
+
 def run_child(
     request: Mapping[str, Any],
     progress: ProgressCallback | None,
@@ -170,8 +173,8 @@ def run_child(
 ) -> dict[str, Any]:
     """Run one copy in ``python -m asyncopy.connection``; its result, or its error raised.
 
-    The child is killed and waited for if this wait is interrupted (a green thread killed
-    when cinder-volume stops): no copy outlives its caller.
+    If this wait is interrupted (a green thread killed when cinder-volume stops), the child
+    is told to stop and waited for, and killed if it lingers: no copy outlives its caller.
     """
     child = subprocess.Popen(
         [sys.executable, "-m", "asyncopy.connection"],
@@ -190,14 +193,25 @@ def run_child(
         finally:
             share.leave(control.tell)
     except BaseException:
-        child.kill()
-        child.wait()
+        _stop(child, control)
         raise
     finally:
         control.close()
     if child.returncode != 0 or out is None:
         raise CopyFailed(errors or f"the copy process exited with {child.returncode}")
     return out
+
+
+def _stop(child: subprocess.Popen[str], control: _Control) -> None:
+    """Stop a copy whose caller gives up: its control channel closes, so the child cancels
+    the copy and cleans up (a created image removed, locks and sessions released, as after
+    any failure); killed if it is not gone within ``STOP_GRACE`` seconds."""
+    control.close()
+    try:
+        child.communicate(timeout=STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
 
 
 class _Control:

@@ -11,10 +11,11 @@ Without LBPME there is no map: everything is data.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from asyncopy.endpoint import Extent, ExtentKind, all_data
+from asyncopy.endpoint import Extent, ExtentKind, Identity, all_data
 from asyncopy.iscsi import IscsiOptions, IscsiSpec, PumpFactory, Session, ThreadPump, open_session
 
 
@@ -28,6 +29,15 @@ class IscsiVolume:
         self.size = self.geometry.size
         self.block_size = self.geometry.block_size
         self.io_size = self.geometry.optimal_transfer
+
+    def identities(self) -> frozenset[Identity]:
+        """The LUN on its target, the portal's host by address (any spelling of it)."""
+        spec = self.session.spec
+        try:
+            address = socket.getaddrinfo(spec.host, spec.port, type=socket.SOCK_STREAM)[0][4][0]
+        except OSError:
+            address = spec.host.lower()
+        return frozenset({("iscsi", address, spec.port, spec.target, spec.lun)})
 
     async def read_into(self, offset: int, buf: memoryview) -> int:
         length = max(0, min(len(buf), self.size - offset))

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from asyncopy.ceph import CephOptions, RbdSpec, ceph_errors, connect, open_image
-from asyncopy.endpoint import Extent, ExtentKind
+from asyncopy.endpoint import Extent, ExtentKind, Identity
 from asyncopy.errors import EndpointError, UsageError
 from asyncopy.librbd import EXCLUSIVE_LOCK, FAST_DIFF, FAST_DIFF_INVALID, Image
 
@@ -28,8 +28,11 @@ class RbdVolume:
 
     block_size = 1  # librbd is byte-addressed
 
-    def __init__(self, name: str, image: Image, *, read_only: bool) -> None:
+    def __init__(
+        self, name: str, image: Image, *, read_only: bool, snapshot: str | None = None
+    ) -> None:
         self.name = name
+        self.snapshot = snapshot  # the head when None
         self.image = image
         self.image_read_only = read_only
         self.size = image.size
@@ -38,6 +41,10 @@ class RbdVolume:
         fast_diff = image.features & FAST_DIFF
         self.whole_object = bool(fast_diff) and not image.flags & FAST_DIFF_INVALID
         self._metadata = trio.CapacityLimiter(METADATA_THREADS)
+
+    def identities(self) -> frozenset[Identity]:
+        with ceph_errors(self.name, "identify"):
+            return frozenset({("rbd", *self.image.identity(), self.snapshot)})
 
     async def read_into(self, offset: int, buf: memoryview) -> int:
         length = max(0, min(len(buf), self.size - offset))
@@ -67,7 +74,7 @@ async def open_rbd_source(spec: RbdSpec, options: CephOptions) -> AsyncIterator[
         connect(spec, options) as ioctx,
         open_image(ioctx, spec, options, read_only=True) as image,
     ):
-        source = RbdSource(str(spec), image, read_only=True)
+        source = RbdSource(str(spec), image, read_only=True, snapshot=spec.snapshot)
         if spec.snapshot is None:
             await refuse_if_in_use(source, "source", others_allowed=options.callers_handles)
         yield source

@@ -1,0 +1,289 @@
+"""The fault matrix: hostile input, signals and concurrency against real endpoints.
+
+Each case checks what the README's reliability section promises: the exit status, one line
+naming what went wrong, a bounded time, the destination a copy created removed, and nothing
+left behind (no lock, watcher, temporary file or process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.cephtools import Cluster
+from tests.conftest import MakeLoop, MiB, write_pattern
+
+TIMEOUT = 120
+ASYNCOPY = (sys.executable, "-m", "asyncopy")
+
+
+def run(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ASYNCOPY, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def one_error(done: subprocess.CompletedProcess[str], code: int, *words: str) -> str:
+    """The single error line of a run that exited with ``code``."""
+    assert done.returncode == code, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("asyncopy: error: ")
+    for word in words:
+        assert word in lines[0]
+    return lines[0]
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in directory.iterdir() if path.is_file()}
+
+
+# -- a manifest, or a destination, that is the source ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    ["{src}", "{link}", "{hard}", "{dst}", "{dir}/./dst.img"],
+)
+def test_a_manifest_naming_an_endpoint_is_refused_before_anything_is_written(
+    tmp_path: Path, manifest: str
+) -> None:
+    src = tmp_path / "src.img"
+    write_pattern(src, 4 * MiB, [(0, 4 * MiB)])
+    (tmp_path / "link.img").symlink_to(src)
+    os.link(src, tmp_path / "hard.img")
+    before = snapshot(tmp_path)
+    names = {
+        "src": src,
+        "link": tmp_path / "link.img",
+        "hard": tmp_path / "hard.img",
+        "dst": tmp_path / "dst.img",
+        "dir": tmp_path,
+    }
+    done = run("copy", "--manifest", manifest.format(**names), str(src), str(tmp_path / "dst.img"))
+    one_error(done, 2, "manifest", "is the source or the destination")
+    assert snapshot(tmp_path) == before  # the source intact, no destination, no manifest
+
+
+def test_a_manifest_naming_an_existing_destination_device_is_refused(
+    tmp_path: Path, make_loop: MakeLoop
+) -> None:
+    src = tmp_path / "src.img"
+    write_pattern(src, MiB, [(0, MiB)])
+    device, backing = make_loop(MiB)
+    before = backing.read_bytes()
+    done = run("copy", "--manifest", str(backing), str(src), device)
+    one_error(done, 2, "manifest")
+    assert backing.read_bytes() == before
+    one_error(run("copy", "--manifest", device, str(src), str(tmp_path / "d")), 2, "regular file")
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("dst", ["{src}", "{link}", "{hard}", "{dir}/../{dirname}/src.img"])
+def test_a_file_copied_onto_itself_is_refused(tmp_path: Path, dst: str) -> None:
+    src = tmp_path / "src.img"
+    write_pattern(src, 4 * MiB, [(0, MiB)])
+    (tmp_path / "link.img").symlink_to(src)
+    os.link(src, tmp_path / "hard.img")
+    before = snapshot(tmp_path)
+    names = {
+        "src": src,
+        "link": tmp_path / "link.img",
+        "hard": tmp_path / "hard.img",
+        "dir": tmp_path,
+        "dirname": tmp_path.name,
+    }
+    one_error(run("copy", str(src), dst.format(**names)), 2, "are the same volume")
+    assert snapshot(tmp_path) == before
+
+
+def test_a_file_copied_onto_the_loop_device_over_it_is_refused(make_loop: MakeLoop) -> None:
+    device, backing = make_loop(2 * MiB)
+    backing.write_bytes(os.urandom(2 * MiB))
+    before = backing.read_bytes()
+    one_error(run("copy", str(backing), device), 2, "are the same volume")
+    one_error(run("copy", device, str(backing)), 2, "are the same volume")
+    assert backing.read_bytes() == before
+
+
+def test_an_image_copied_onto_itself_is_refused_by_any_name(ceph: Cluster, tmp_path: Path) -> None:
+    name = ceph.name()
+    content = ceph.create(name, 8 * MiB, [(0, 8 * MiB)])
+    other_conf = tmp_path / "same-cluster.conf"
+    other_conf.write_text(Path(ceph.conf).read_text())  # another spelling of the cluster
+    same = f"rbd:{ceph.pool}/{name}:conf={other_conf}"
+    one_error(run("copy", ceph.uri(name), ceph.uri(name)), 2, "are the same volume")
+    one_error(run("copy", ceph.uri(name), same), 2, "are the same volume")
+    assert ceph.read(name) == content
+    assert ceph.watchers(name) == []
+    with ceph.image(name) as image:
+        assert list(image.lock_get_owners()) == []
+        image.create_snap("s")
+    try:  # a snapshot onto its own head is a roll-back, not a copy onto itself
+        done = run("copy", ceph.uri(name, "s"), ceph.uri(name))
+        assert done.returncode == 0, done.stderr
+    finally:
+        with ceph.image(name) as image:
+            image.remove_snap("s")
+
+
+# -- signals -------------------------------------------------------------------------------
+
+
+def write_dense(path: Path, size: int) -> None:
+    block = os.urandom(4 * MiB)
+    with open(path, "wb") as out:
+        for _ in range(size // len(block)):
+            out.write(block)
+
+
+def start_copy(*args: str) -> subprocess.Popen[str]:
+    """An ``asyncopy copy --progress``, returned once its first progress report is out."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "asyncopy", "copy", "--progress", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stderr is not None
+    child.stderr.read(1)  # the copy is under way
+    return child
+
+
+@pytest.mark.parametrize("kind", ["file", "rbd", "rbd-existing"])
+def test_sigterm_cancels_cleans_up_and_exits_143(ceph: Cluster, tmp_path: Path, kind: str) -> None:
+    src = tmp_path / "src.img"
+    write_dense(src, 256 * MiB)
+    name = ceph.name()
+    if kind == "rbd-existing":
+        ceph.create(name, 256 * MiB)
+    dst = str(tmp_path / "dst.img") if kind == "file" else ceph.uri(name)
+    child = start_copy(str(src), dst)
+    child.send_signal(signal.SIGTERM)
+    _, errors = child.communicate(timeout=30)
+    assert child.returncode == 143, errors
+    assert errors.splitlines()[-1].endswith("asyncopy: error: terminated")
+    if kind == "file":
+        assert not (tmp_path / "dst.img").exists()  # created by the copy: removed
+    elif kind == "rbd":
+        assert not ceph.exists(name)
+    else:
+        assert ceph.watchers(name) == []
+        with ceph.image(name) as image:
+            assert list(image.lock_get_owners()) == []  # no dead client's exclusive lock
+
+
+# -- bad input that used to cost a traceback, memory or a hang --------------------------------
+
+
+def manifest_text(**fields: object) -> str:
+    document: dict[str, object] = {
+        "format": "asyncopy-manifest",
+        "version": 1,
+        "algorithm": "xxh3-128",
+        "size": 4 * MiB,
+        "chunk_size": 4 * MiB,
+        "digests": ["00" * 16],
+    }
+    document.update(fields)
+    return json.dumps(document)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        (manifest_text(size=2**60, chunk_size=1), "expected 1152921504606846976 digests"),
+        (manifest_text(size=2**27, chunk_size=1), "expected 134217728 digests"),
+        (manifest_text(digests=[{"a": 1}]), "bad digest"),
+        ("\xff\xfe", "not JSON"),
+    ],
+)
+def test_a_bad_manifest_is_one_line_fast_and_small(tmp_path: Path, text: str, message: str) -> None:
+    src, manifest = tmp_path / "src.img", tmp_path / "m.json"
+    write_pattern(src, 4 * MiB, [(0, MiB)])
+    manifest.write_text(text)
+    started = time.monotonic()
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *ASYNCOPY, "verify", "--manifest", str(manifest), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    *errors, peak_kib = done.stderr.splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(errors) == 2, errors  # the error line, then GNU time's
+    assert errors[0].startswith("asyncopy: error: manifest")
+    assert message in errors[0]
+    assert time.monotonic() - started < 10
+    assert int(peak_kib) < 200 * 1024  # nothing allocated for what the file does not hold
+
+
+def test_a_fifo_as_manifest_is_refused_without_blocking(tmp_path: Path) -> None:
+    src, fifo = tmp_path / "src.img", tmp_path / "m.fifo"
+    write_pattern(src, MiB, [(0, MiB)])
+    os.mkfifo(fifo)
+    one_error(run("verify", "--manifest", str(fifo), str(src), timeout=30), 2, "regular file")
+    done = run("copy", "--manifest", str(fifo), str(src), str(tmp_path / "d"), timeout=30)
+    one_error(done, 2, "regular file")
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--depth", "100000", "--max-inflight", "1T"], "depth 100000 is more than 1024"),
+        (["--depth", "1000", "--max-inflight", "1000G", "--chunk-size", "1G"], "half of"),
+    ],
+)
+def test_a_buffer_budget_past_the_machine_is_refused(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    src = tmp_path / "src.img"
+    write_pattern(src, MiB, [(0, MiB)])
+    one_error(run("copy", *args, str(src), str(tmp_path / "d")), 2, message)
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_manifest_that_cannot_be_written_fails_the_copy_and_removes_its_destination(
+    tmp_path: Path,
+) -> None:
+    """ENOSPC when the manifest is written, after the whole copy: exit 1, and the destination
+    the copy created goes, as after any other failure."""
+    src, full = tmp_path / "src.img", tmp_path / "full"
+    write_pattern(src, 8 * MiB, [(0, 8 * MiB)])
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], check=True)
+    try:
+        with open(full / "filler", "wb", buffering=0) as filler:  # the tmpfs full
+            try:
+                while True:
+                    filler.write(b"f" * 4096)
+            except OSError:
+                pass
+        done = run("copy", "--manifest", str(full / "m.json"), str(src), str(tmp_path / "d"))
+        one_error(done, 1, "manifest", "cannot write")
+        assert not (tmp_path / "d").exists()
+        assert sorted(os.listdir(full)) == ["filler"]  # no temporary manifest left either
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "iscsi://user%s3cr3t",
+        "iscsi://user%s3cr3t@",
+        "iscsi://user%s3/cr3t@host/iqn",
+        "iscsi:user%s3cr3t@host/iqn/x",
+        "iscsi://us@er%s3cr3t@host",
+    ],
+)
+def test_a_malformed_iscsi_url_never_shows_its_password(tmp_path: Path, url: str) -> None:
+    line = one_error(run("copy", url, str(tmp_path / "d")), 2, "expected iscsi://")
+    for piece in ("s3cr3t", "s3", "cr3t"):
+        assert piece not in line
