@@ -204,7 +204,8 @@ async def connect(spec: RbdSpec, options: CephOptions) -> AsyncIterator[Pool]:
 
     name = str(spec)
     try:
-        async with pool(settings(spec, options), spec.pool, spec.namespace) as ioctx:
+        deadline = 2 * options.timeout
+        async with pool(settings(spec, options), spec.pool, spec.namespace, deadline) as ioctx:
             yield ioctx
     except RbdError as exc:
         if exc.call == "rados_conf_read_file":

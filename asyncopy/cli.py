@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NoReturn
 from asyncopy import settings
 from asyncopy.api import copy_uri, run_interruptibly, verify_manifest, verify_uris
 from asyncopy.errors import AsyncopyError, CopyFailed, Terminated, UsageError
-from asyncopy.process import tune_for_copy
+from asyncopy.process import exit_process, tune_for_copy
 from asyncopy.sizes import human, parse_size
 
 if TYPE_CHECKING:
@@ -139,7 +139,9 @@ def _ceph_timeout(parser: argparse._ActionsContainer) -> None:
         "--ceph-timeout",
         type=float,
         help=_default(
-            "seconds before a Ceph connection or operation fails (never a hang)", "ceph_timeout"
+            "seconds before an unanswered Ceph request fails the copy; a copy whose cluster "
+            "stops answering ends within twice this, clean-up included",
+            "ceph_timeout",
         ),
     )
 
@@ -354,4 +356,4 @@ def _fail(message: str, code: int) -> int:
 def run() -> NoReturn:
     tune_for_copy()
     gc.enable()  # ``python -m asyncopy`` loads with it off; what it loaded is frozen now
-    sys.exit(main())
+    exit_process(main())

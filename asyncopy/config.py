@@ -106,8 +106,9 @@ OPTS: list[cfg.Opt] = [
         default=_DEFAULTS.ceph_timeout,
         min=1,
         max=MAX_TIMEOUT,
-        help="Seconds before a Ceph connection or operation fails (a stopped or full "
-        "cluster is an error, never a hang). Sets rados_osd_op_timeout, "
+        help="Seconds before an unanswered Ceph request fails the copy (a stopped or full "
+        "cluster is an error, never a hang); a copy whose cluster stops answering ends "
+        "within twice this, clean-up included. Sets rados_osd_op_timeout, "
         "rados_mon_op_timeout and client_mount_timeout.",
     ),
     cfg.IntOpt(

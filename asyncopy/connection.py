@@ -34,7 +34,7 @@ from asyncopy.endpoint import Extent, Sink, Volume
 from asyncopy.engine import CopyResult, Progress, copy
 from asyncopy.errors import CopyFailed, Terminated, UsageError
 from asyncopy.iscsi import IscsiOptions, IscsiSpec
-from asyncopy.process import io_priority, set_io_priority, tune_for_copy
+from asyncopy.process import exit_process, io_priority, set_io_priority, tune_for_copy
 from asyncopy.rate import RateLimit
 from asyncopy.sinks.iscsi import open_iscsi_sink
 from asyncopy.sinks.rbd import open_rbd_sink
@@ -406,4 +406,4 @@ async def follow_rate(already: bytes, rate: RateLimit, fd: int = 0) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(child_main())
+    exit_process(child_main())

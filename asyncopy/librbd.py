@@ -27,7 +27,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 
@@ -38,6 +38,7 @@ EXCLUSIVE_LOCK = int(lib.RBD_FEATURE_EXCLUSIVE_LOCK)
 FAST_DIFF = int(lib.RBD_FEATURE_FAST_DIFF)
 FAST_DIFF_INVALID = int(lib.RBD_FLAG_FAST_DIFF_INVALID)
 CData = Any  # a cffi pointer
+T = TypeVar("T")
 
 
 class RbdError(Exception):
@@ -67,20 +68,36 @@ class Settings:
     options: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold a key
 
 
+class Health:
+    """Whether a cluster has stopped answering this process. Once a request timed out, the
+    copy has failed: every other wait on that cluster is cut short (its image abandoned) and
+    clean-up that needs the cluster is not tried, so a copy fails within its timeout of the
+    first unanswered request instead of waiting that long again for each one."""
+
+    def __init__(self) -> None:
+        self.silent = False
+        self.waits: set[trio.CancelScope] = set()
+
+    def timed_out(self) -> None:
+        self.silent = True
+        for scope in self.waits:
+            scope.cancel()
+
+
 class _Connections:
     """The process's open connections, counted; connecting holds the lock (it is brief)."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.open: dict[Settings, list[Any]] = {}  # settings -> [rados_t, users]
+        self.open: dict[Settings, list[Any]] = {}  # settings -> [rados_t, users, Health]
 
-    def acquire(self, settings: Settings) -> CData:
+    def acquire(self, settings: Settings) -> tuple[CData, Health]:
         with self.lock:
             entry = self.open.get(settings)
             if entry is None:
-                entry = self.open[settings] = [_connect(settings), 0]
+                entry = self.open[settings] = [_connect(settings), 0, Health()]
             entry[1] += 1
-            return entry[0]
+            return entry[0], entry[2]
 
     def release(self, settings: Settings) -> None:
         with self.lock:
@@ -113,6 +130,33 @@ def _connect(settings: Settings) -> CData:
     return cluster
 
 
+# Images with a request librbd never answered: kept (with the buffers librbd may still write
+# into) for the rest of the process, which should then end through ``os._exit``.
+_ABANDONED: list[object] = []
+
+
+def abandoned_images() -> int:
+    """How many images (or pools) this process gave up on with a call still in librbd's
+    hands."""
+    return len(_ABANDONED)
+
+
+async def bounded(owner: Pool | Image, call: str, fn: Callable[..., T], *args: object) -> T:
+    """A blocking librados/librbd call in a worker thread, waited for at most the owner's
+    ``deadline`` seconds. Past that, or if the caller is cancelled, the thread is left to
+    finish alone: the owner (and its pool and connection) is abandoned, never closed under
+    it, and the call fails with ETIMEDOUT (or the cancellation goes on)."""
+    with trio.move_on_after(owner.deadline):
+        try:
+            return await trio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+        except trio.Cancelled:
+            owner.abandon()
+            raise
+    owner.abandon()
+    owner.health.timed_out()
+    raise RbdError(call, errno.ETIMEDOUT, f"(no answer in {owner.deadline:g} s)")
+
+
 def open_connections() -> int:
     """How many librados connections this process holds."""
     with _CONNECTIONS.lock:
@@ -120,14 +164,16 @@ def open_connections() -> int:
 
 
 @asynccontextmanager
-async def pool(settings: Settings, name: str, namespace: str = "") -> AsyncIterator[Pool]:
+async def pool(
+    settings: Settings, name: str, namespace: str = "", deadline: float = 60.0
+) -> AsyncIterator[Pool]:
     """An I/O context on a pool (and namespace), over the shared connection."""
-    cluster = await trio.to_thread.run_sync(_CONNECTIONS.acquire, settings)
+    cluster, health = await trio.to_thread.run_sync(_CONNECTIONS.acquire, settings)
     ioctx: Pool | None = None
     try:
         handle = ffi.new("rados_ioctx_t *")
         check("rados_ioctx_create", lib.rados_ioctx_create(cluster, _text(name), handle), name)
-        ioctx = Pool(handle[0])
+        ioctx = Pool(handle[0], deadline, health)
         if namespace:
             lib.rados_ioctx_set_namespace(ioctx.handle, _text(namespace))
         yield ioctx
@@ -146,9 +192,16 @@ class Pool:
     ``abandoned`` once an image opened here was: the pool and its connection then stay open.
     """
 
-    def __init__(self, handle: CData) -> None:
+    def __init__(self, handle: CData, deadline: float, health: Health) -> None:
         self.handle = handle
+        self.deadline = deadline  # seconds any blocking call here may take
+        self.health = health
         self.abandoned = False
+
+    def abandon(self) -> None:
+        if not self.abandoned:
+            self.abandoned = True
+            _ABANDONED.append(self)
 
     async def create(
         self,
@@ -169,16 +222,19 @@ class Pool:
             check("rbd_create4", result, name)
             return True
 
-        return await trio.to_thread.run_sync(create)
+        return await bounded(self, "rbd_create4", create)
 
     async def remove(self, name: str) -> None:
-        result = await trio.to_thread.run_sync(lib.rbd_remove, self.handle, _text(name))
+        if self.health.silent:
+            detail = f"{name} (not tried: the cluster stopped answering)"
+            raise RbdError("rbd_remove", errno.ETIMEDOUT, detail)
+        result = await bounded(self, "rbd_remove", lib.rbd_remove, self.handle, _text(name))
         check("rbd_remove", result, name)
 
     async def exists(self, name: str) -> bool:
         """Whether the image (its head) can be opened."""
         try:
-            image = await self.open(name, read_only=True, deadline=0.0)
+            image = await self.open(name, read_only=True, deadline=self.deadline)
         except RbdError as exc:
             if exc.errno == errno.ENOENT:
                 return False
@@ -191,7 +247,7 @@ class Pool:
         self, name: str, *, snapshot: str | None = None, read_only: bool, deadline: float
     ) -> Image:
         """Open an image; its ``close`` must follow on every path."""
-        return await trio.to_thread.run_sync(self._open, name, snapshot, read_only, deadline)
+        return await bounded(self, "rbd_open", self._open, name, snapshot, read_only, deadline)
 
     def _open(self, name: str, snapshot: str | None, read_only: bool, deadline: float) -> Image:
         handle = ffi.new("rbd_image_t *")
@@ -278,6 +334,18 @@ class Image:
         check("rbd_get_id", lib.rbd_get_id(self.handle, text, 256))
         return fsid, int(lib.rados_ioctx_get_id(ioctx)), namespace, ffi.string(text).decode()
 
+    @property
+    def health(self) -> Health:
+        return self.pool.health
+
+    def abandon(self) -> None:
+        """Give up on this image for good: a call or request is still in librbd's hands, so
+        it is never closed, its buffers and eventfd are kept, its pool stays open."""
+        if not self.broken:
+            self.broken = True
+            _ABANDONED.append(self)
+            self.pool.abandon()
+
     async def read(self, offset: int, buf: memoryview) -> int:
         """Read len(buf) bytes at ``offset`` into ``buf``; the count read."""
         target = ffi.from_buffer(buf, require_writable=True)
@@ -329,12 +397,12 @@ class Image:
             )
             check("rbd_diff_iterate2", result)
 
-        await trio.to_thread.run_sync(walk)
+        await bounded(self, "rbd_diff_iterate2", walk)
         return found
 
     async def watchers(self) -> list[str]:
         """The addresses of the clients watching the image (this one too, if writable)."""
-        return await trio.to_thread.run_sync(self._watchers)
+        return await bounded(self, "rbd_watchers_list", self._watchers)
 
     def _watchers(self) -> list[str]:
         room = 16
@@ -353,8 +421,8 @@ class Image:
 
     async def lock_exclusive(self) -> None:
         """Take the exclusive lock and keep it (no other client is handed it)."""
-        result = await trio.to_thread.run_sync(
-            lib.rbd_lock_acquire, self.handle, lib.RBD_LOCK_MODE_EXCLUSIVE
+        result = await bounded(
+            self, "rbd_lock_acquire", lib.rbd_lock_acquire, self.handle, lib.RBD_LOCK_MODE_EXCLUSIVE
         )
         check("rbd_lock_acquire", result)
 
@@ -362,10 +430,12 @@ class Image:
         """Close the image, unless a request is still in librbd's hands (then abandon it)."""
         if self.broken:
             return
-        try:
-            check("rbd_close", await trio.to_thread.run_sync(lib.rbd_close, self.handle))
-        finally:
-            os.close(self.events)
+        if self.health.silent:  # closing would wait on the cluster again (its lock, watch)
+            self.abandon()
+            return
+        result = await bounded(self, "rbd_close", lib.rbd_close, self.handle)
+        os.close(self.events)  # not before: librbd may signal it until rbd_close returns
+        check("rbd_close", result)
 
     async def _request(self, call: str, buffer: CData, submit: Callable[[CData], int]) -> int:
         if self.broken:
@@ -382,11 +452,24 @@ class Image:
             del self._pending[key]
             lib.rbd_aio_release(completion[0])
             raise RbdError(call, -result)
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.deadline):
-            await self._wait(request)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + self.deadline) as wait:
+            self.health.waits.add(wait)
+            try:
+                await self._wait(request)
+            finally:
+                self.health.waits.discard(wait)
         if request.result is None:
-            self.broken = self.pool.abandoned = True
-            raise RbdError(call, errno.ETIMEDOUT, f"(no completion in {self.deadline:g} s)")
+            self.abandon()
+            silent = self.health.silent
+            self.health.timed_out()
+            why = (
+                "the cluster stopped answering"
+                if silent
+                else f"no completion in {self.deadline:g} s"
+            )
+            raise RbdError(call, errno.ETIMEDOUT, f"({why})")
+        if request.result == -errno.ETIMEDOUT:
+            self.health.timed_out()
         return check(call, request.result)
 
     async def _wait(self, request: _Request) -> None:

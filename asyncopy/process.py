@@ -20,10 +20,24 @@ import gc
 import os
 import platform
 import sys
+from typing import NoReturn
 
 from asyncopy.errors import UsageError
 
 M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def exit_process(code: int) -> NoReturn:
+    """End the process with ``code``. If librbd still holds a request this process gave up
+    on, the interpreter's teardown is skipped (``os._exit`` once the output is flushed): it
+    would free buffers librbd may still write into, and run librados' destructors under its
+    live threads (a segfault at exit, seen with an OSD killed mid-copy)."""
+    librbd = sys.modules.get("asyncopy.librbd")
+    if librbd is not None and librbd.abandoned_images():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def tune_for_copy() -> None:

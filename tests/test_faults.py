@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from asyncopy import devstack
 from tests.cephtools import Cluster
 from tests.conftest import MakeLoop, MiB, write_pattern
 
@@ -287,3 +289,85 @@ def test_a_malformed_iscsi_url_never_shows_its_password(tmp_path: Path, url: str
     line = one_error(run("copy", url, str(tmp_path / "d")), 2, "expected iscsi://")
     for piece in ("s3cr3t", "s3", "cr3t"):
         assert piece not in line
+
+
+# -- the cluster or the target failing mid-copy, on every path --------------------------------
+
+CEPH_TIMEOUT = 3
+FAULT_BOUND = 2 * CEPH_TIMEOUT + 5  # what --ceph-timeout's help promises, and start-up slack
+VOLUME = 1 << 30
+PATHS = [
+    ("rbd", "rbd"),
+    ("rbd", "file"),
+    ("file", "rbd"),
+    ("rbd", "iscsi"),
+    ("iscsi", "rbd"),
+    ("rbd", "loop"),
+    ("loop", "rbd"),
+]
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("dense") / "dense.img"
+    write_dense(path, VOLUME)
+    return path
+
+
+def endpoint(
+    kind: str, role: str, stack: devstack.Stack, dense: Path, tmp_path: Path, make_loop: MakeLoop
+) -> str:
+    """A source holding ``dense``'s bytes, or a destination of its size, of ``kind``."""
+    if kind == "rbd":
+        name = f"{role}-image"
+        if role == "src":
+            argv = ["rbd", "-c", stack.ceph_conf, "--no-progress", "import", str(dense)]
+            subprocess.run([*argv, f"{stack.pool}/{name}"], check=True, timeout=TIMEOUT)
+        return f"rbd:{stack.pool}/{name}:conf={stack.ceph_conf}"
+    if kind == "file":
+        return str(dense) if role == "src" else str(tmp_path / "dst.img")
+    if kind == "loop":
+        device, backing = make_loop(VOLUME)
+        if role == "src":
+            subprocess.run(["cp", str(dense), str(backing)], check=True)
+        return device
+    lun = devstack.add_lun(stack, role, VOLUME)
+    if role == "src":
+        subprocess.run(["cp", "--sparse=never", str(dense), lun.backing], check=True)
+    return lun.url
+
+
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
+@pytest.mark.parametrize(("src_kind", "dst_kind"), PATHS, ids=[f"{a}-{b}" for a, b in PATHS])
+def test_the_osd_failing_mid_copy_fails_it_in_bounded_time(
+    tmp_path: Path,
+    make_loop: MakeLoop,
+    dense: Path,
+    src_kind: str,
+    dst_kind: str,
+    fault: signal.Signals,
+) -> None:
+    iscsi = "iscsi" in (src_kind, dst_kind)
+    stack = devstack.up(tmp_path / "stack", osd_bytes=3 * VOLUME, iscsi=iscsi)
+    try:
+        src = endpoint(src_kind, "src", stack, dense, tmp_path, make_loop)
+        dst = endpoint(dst_kind, "dst", stack, dense, tmp_path, make_loop)
+        child = start_copy("--ceph-timeout", str(CEPH_TIMEOUT), src, dst)
+        (osd,) = [daemon for daemon in stack.daemons if daemon.name == "ceph-osd"]
+        os.kill(osd.pid, fault)
+        started = time.monotonic()
+        _, errors = child.communicate(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        devstack.down(tmp_path / "stack")
+    assert child.returncode == 1, errors
+    line = errors.splitlines()[-1]
+    assert line.startswith("asyncopy: error: ")
+    assert re.search(
+        r"failed on rbd:rbd/(src|dst)-image( at offset \d+ \(length \d+\))?: .*timed out", line
+    )
+    assert elapsed < FAULT_BOUND, line
+    if dst_kind == "file":
+        assert not (tmp_path / "dst.img").exists()  # created by the copy: removed
+    if dst_kind == "rbd":  # the cluster cannot remove it: said so, never a silent leftover
+        assert "the partial image rbd:rbd/dst-image was left behind" in line
