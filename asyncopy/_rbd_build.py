@@ -4,7 +4,9 @@ Compiled at install time against librados-dev and librbd-dev (API mode: layouts 
 the headers). Asynchronous requests are made with completions that have no callback: librbd
 queues them on the image and signals an eventfd the event loop waits on
 (``rbd_set_image_notification``), so no librbd thread ever runs Python. The one callback,
-for ``rbd_diff_iterate2``, runs on the thread that called it.
+for ``rbd_diff_iterate2``, runs on the thread that called it. A source's watch on its image
+header is all C (``asyncopy_watch_*``): librados calls it on its own threads, it acks each
+notification and counts those that say another client took the image's lock.
 """
 
 from cffi import FFI
@@ -94,6 +96,19 @@ int rbd_aio_flush(rbd_image_t image, rbd_completion_t c);
 int eventfd(unsigned int initval, int flags);
 
 extern "Python" int asyncopy_diff_extent(uint64_t, size_t, int, void *);
+
+void rados_watch_flush(rados_t cluster);
+struct asyncopy_watch {
+    rados_ioctx_t io;
+    char oid[128];
+    uint64_t cookie;
+    long notifications;
+    long lock_taken;
+    long errors;
+};
+int asyncopy_watch_start(struct asyncopy_watch *watch);
+int asyncopy_watch_stop(struct asyncopy_watch *watch);
+long asyncopy_watch_read(long *counter);
 """
 
 SOURCE = """
@@ -102,6 +117,55 @@ SOURCE = """
 #include <rbd/librbd.h>
 #define EVENTFD_NONBLOCK EFD_NONBLOCK
 #define EVENTFD_CLOEXEC EFD_CLOEXEC
+#include <string.h>
+
+struct asyncopy_watch {
+    rados_ioctx_t io;
+    char oid[128];
+    uint64_t cookie;
+    long notifications;
+    long lock_taken;
+    long errors;
+};
+
+/* librbd's header notifications (librbd/WatchNotifyTypes.h): ENCODE_START's version, compat
+   and length (6 bytes), then the 32-bit little-endian NotifyOp. */
+enum { NOTIFY_OP_ACQUIRED_LOCK = 0, NOTIFY_OP_REQUEST_LOCK = 2 };
+
+static void asyncopy_watch_notified(void *arg, uint64_t notify_id, uint64_t cookie,
+                                    uint64_t notifier_id, void *data, size_t length) {
+    struct asyncopy_watch *watch = arg;
+    uint32_t op = 0xffffffff;
+    (void)notifier_id;
+    if (length >= 10) {
+        memcpy(&op, (char *)data + 6, sizeof op);
+    }
+    __atomic_add_fetch(&watch->notifications, 1, __ATOMIC_SEQ_CST);
+    if (op == NOTIFY_OP_ACQUIRED_LOCK || op == NOTIFY_OP_REQUEST_LOCK) {
+        __atomic_add_fetch(&watch->lock_taken, 1, __ATOMIC_SEQ_CST);
+    }
+    rados_notify_ack(watch->io, watch->oid, notify_id, cookie, NULL, 0);
+}
+
+static void asyncopy_watch_failed(void *arg, uint64_t cookie, int err) {
+    struct asyncopy_watch *watch = arg;
+    (void)cookie;
+    (void)err;
+    __atomic_add_fetch(&watch->errors, 1, __ATOMIC_SEQ_CST);
+}
+
+static int asyncopy_watch_start(struct asyncopy_watch *watch) {
+    return rados_watch2(watch->io, watch->oid, &watch->cookie, asyncopy_watch_notified,
+                        asyncopy_watch_failed, watch);
+}
+
+static int asyncopy_watch_stop(struct asyncopy_watch *watch) {
+    return rados_unwatch2(watch->io, watch->cookie);
+}
+
+static long asyncopy_watch_read(long *counter) {
+    return __atomic_load_n(counter, __ATOMIC_SEQ_CST);
+}
 """
 
 ffi = FFI()

@@ -55,6 +55,16 @@ class Identified(Protocol):
         """Every identity of the bytes this volume reads and writes."""
 
 
+@runtime_checkable
+class Watched(Protocol):
+    """A source that can tell whether another client may have written it while it was read
+    (the head of an RBD image): the copy then fails rather than present bytes of no single
+    moment as one."""
+
+    async def confirm_unchanged(self) -> None:
+        """Raise CopyFailed if the volume may have been written since it was opened."""
+
+
 class Volume(Protocol):
     """An open endpoint that can be read: every source, and every sink too."""
 

@@ -34,7 +34,7 @@ from typing import Any
 import trio
 
 from asyncopy.chunks import aligned_buffer, fan_out, plan_volume, read_chunk
-from asyncopy.endpoint import Sink, Volume
+from asyncopy.endpoint import Sink, Volume, Watched
 from asyncopy.errors import EndpointError, UsageError, VerificationFailed
 from asyncopy.plan import DataChunk, Segment, Work, ZeroRun, fill_zero, zero_segments
 from asyncopy.rate import RateLimit
@@ -204,6 +204,8 @@ class _Copy:
         await fan_out(self._produce, [self._worker() for _ in range(self.options.workers)])
         if not self.digests.complete():
             raise EndpointError(self.source.name, "copy", "not every chunk was copied")
+        if isinstance(self.source, Watched):  # every read is done: were they of one moment?
+            await self.source.confirm_unchanged()
         await self.sink.flush()
         copied = time.monotonic()
         if self.options.verify:

@@ -319,6 +319,21 @@ class Image:
         self._pending: dict[int, _Request] = {}
         self._watching = False
 
+    def image_id(self) -> str:
+        text = ffi.new("char[]", 256)
+        check("rbd_get_id", lib.rbd_get_id(self.handle, text, 256))
+        return str(ffi.string(text).decode())
+
+    async def watch_header(self) -> HeaderWatch:
+        """Watch the image's header as its writers do: a writer that checks for watchers sees
+        this reader, and every client taking the image's lock is counted."""
+        watch = HeaderWatch(self)
+        check(
+            "rados_watch2",
+            await bounded(self, "rados_watch2", lib.asyncopy_watch_start, watch.state),
+        )
+        return watch
+
     def identity(self) -> tuple[str, int, str, str]:
         """(cluster fsid, pool id, namespace, image id): the same for every way of naming
         this image, and for no other image."""
@@ -331,8 +346,7 @@ class Image:
         fsid = ffi.string(text).decode()
         check("rados_ioctx_get_namespace", lib.rados_ioctx_get_namespace(ioctx, text, 256))
         namespace = ffi.string(text).decode()
-        check("rbd_get_id", lib.rbd_get_id(self.handle, text, 256))
-        return fsid, int(lib.rados_ioctx_get_id(ioctx)), namespace, ffi.string(text).decode()
+        return fsid, int(lib.rados_ioctx_get_id(ioctx)), namespace, self.image_id()
 
     @property
     def health(self) -> Health:
@@ -512,6 +526,47 @@ class Image:
             if request.result is None:
                 request.wake.set()
                 return
+
+
+class HeaderWatch:
+    """A watch on an image's header object (``rbd_header.ID``), acked and counted in C."""
+
+    def __init__(self, image: Image) -> None:
+        self.image = image
+        self.state = ffi.new("struct asyncopy_watch *")
+        self.state.io = image.pool.handle
+        oid = f"rbd_header.{image.image_id()}".encode()
+        ffi.memmove(self.state.oid, oid, min(len(oid), 127))
+
+    def _count(self, field: str) -> int:
+        return int(lib.asyncopy_watch_read(ffi.addressof(self.state, field)))
+
+    @property
+    def lock_taken(self) -> int:
+        """How many times another client took (or asked for) the image's lock."""
+        return self._count("lock_taken")
+
+    @property
+    def errors(self) -> int:
+        """How many times librados lost the watch (notifications may have been missed)."""
+        return self._count("errors")
+
+    async def stop(self) -> None:
+        """Unwatch, and wait until no callback can still run on this watch's state; if that
+        cannot be done, the state is kept for the rest of the process."""
+        if self.image.broken or self.image.health.silent:
+            _ABANDONED.append(self)
+            return
+        try:
+            check(
+                "rados_unwatch2",
+                await bounded(self.image, "rados_unwatch2", lib.asyncopy_watch_stop, self.state),
+            )
+            cluster = lib.rados_ioctx_get_cluster(self.image.pool.handle)
+            await bounded(self.image, "rados_watch_flush", lib.rados_watch_flush, cluster)
+        except BaseException:
+            _ABANDONED.append(self)
+            raise
 
 
 @ffi.def_extern()  # type: ignore[untyped-decorator]

@@ -371,3 +371,37 @@ def test_the_osd_failing_mid_copy_fails_it_in_bounded_time(
         assert not (tmp_path / "dst.img").exists()  # created by the copy: removed
     if dst_kind == "rbd":  # the cluster cannot remove it: said so, never a silent leftover
         assert "the partial image rbd:rbd/dst-image was left behind" in line
+
+
+# -- a head image written while it is read --------------------------------------------------
+
+
+def test_a_writer_is_refused_while_a_copy_reads_the_head(ceph: Cluster, tmp_path: Path) -> None:
+    name = ceph.name()
+    content = ceph.create(name, 256 * MiB, [(i * 4 * MiB, 4 * MiB) for i in range(64)])
+    reader = start_copy("--verify", ceph.uri(name), str(tmp_path / "out.img"))
+    small = tmp_path / "small.img"
+    write_pattern(small, MiB, [(0, MiB)], seed=5)
+    writer = run("copy", str(small), ceph.uri(name))
+    _, errors = reader.communicate(timeout=TIMEOUT)
+    one_error(writer, 2, f"destination rbd:rbd/{name} is in use by 1 other client")
+    assert reader.returncode == 0, errors
+    assert (tmp_path / "out.img").read_bytes() == content == ceph.read(name)
+
+
+def test_a_head_written_by_another_client_fails_the_copy(ceph: Cluster, tmp_path: Path) -> None:
+    """The other client takes the image's exclusive lock to write: the reader hears of it
+    and fails rather than say 'verified' over bytes of no single moment."""
+    name = ceph.name()
+    ceph.create(name, 256 * MiB, [(i * 4 * MiB, 4 * MiB) for i in range(64)])
+    reader = start_copy("--verify", ceph.uri(name), str(tmp_path / "out.img"))
+    with ceph.image(name) as image:  # python-rbd, as any librbd client
+        image.write(b"moved", 200 * MiB)
+    _, errors = reader.communicate(timeout=TIMEOUT)
+    assert reader.returncode == 1, errors
+    line = errors.splitlines()[-1]
+    assert line.startswith(f"asyncopy: error: read failed on rbd:rbd/{name}: another client")
+    assert "copy from a snapshot" in line
+    assert "verified" not in errors
+    assert not (tmp_path / "out.img").exists()
+    assert ceph.watchers(name) == []

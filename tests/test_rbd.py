@@ -138,15 +138,20 @@ async def test_extents_cover_all_data_with_and_without_fast_diff(
         assert covered < 3 * OBJ
 
 
-async def test_the_source_is_opened_read_only(ceph: Cluster) -> None:
+async def test_the_source_is_opened_read_only_and_watched(ceph: Cluster) -> None:
+    """The source's handle is librbd's read-only one (which registers no watch); its one
+    watcher is the source's own watch on the header, so a writer sees the image in use."""
     name = ceph.name()
-    ceph.create(name, 4 * MiB, [(0, 10)])
+    content = ceph.create(name, 4 * MiB, [(0, 10)])
     async with open_source(ceph.uri(name)) as volume:
         assert isinstance(volume, RbdVolume)
-        assert await volume.image.watchers() == []  # librbd watches what it opens to write
-        async with open_sink(ceph.uri(name), size=volume.size) as writer:
-            assert isinstance(writer, RbdVolume)
-            assert len(await writer.image.watchers()) == 1  # that is: the same image, writable
+        assert volume.image_read_only
+        assert len(await volume.image.watchers()) == 1
+        with pytest.raises(UsageError, match="in use by 1 other client"):
+            async with open_sink(ceph.uri(name), size=volume.size):
+                pass
+    assert ceph.read(name) == content
+    assert ceph.watchers(name) == []  # the watch ends with the copy
 
 
 def test_copy_from_a_snapshot_while_the_head_is_written(ceph: Cluster, tmp_path: Path) -> None:

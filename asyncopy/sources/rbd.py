@@ -18,7 +18,7 @@ import trio
 from asyncopy.ceph import CephOptions, RbdSpec, ceph_errors, connect, open_image
 from asyncopy.endpoint import Extent, ExtentKind, Identity
 from asyncopy.errors import EndpointError, UsageError
-from asyncopy.librbd import EXCLUSIVE_LOCK, FAST_DIFF, FAST_DIFF_INVALID, Image
+from asyncopy.librbd import EXCLUSIVE_LOCK, FAST_DIFF, FAST_DIFF_INVALID, HeaderWatch, Image
 
 METADATA_THREADS = 4
 
@@ -64,33 +64,75 @@ class RbdVolume:
 
 
 class RbdSource(RbdVolume):
-    """An image or snapshot, read-only."""
+    """An image or snapshot, read-only. The head of an image is watched while it is read
+    (``confirm_unchanged``); a snapshot cannot change."""
+
+    watch: HeaderWatch | None = None
+    others_allowed = 0
+
+    async def confirm_unchanged(self) -> None:
+        """A CopyFailed if another client may have written the head while it was read: it
+        took the image's lock (every writer of an image with the exclusive-lock feature
+        does, and says so to the watchers), the watch was lost (a notice may have been
+        missed), or a writer has the image open now."""
+        if self.watch is None:
+            return
+        hint = ": its bytes are of no single moment; copy from a snapshot (@SNAP)"
+        if self.watch.lock_taken:
+            raise EndpointError(self.name, "read", f"another client took its lock{hint}")
+        if self.watch.errors:
+            raise EndpointError(self.name, "read", f"its watch was lost{hint}")
+        others = await other_clients(self)
+        if others > self.others_allowed:
+            raise EndpointError(self.name, "read", f"{others} other client(s) opened it{hint}")
 
 
 @asynccontextmanager
 async def open_rbd_source(spec: RbdSpec, options: CephOptions) -> AsyncIterator[RbdSource]:
-    """Open an image read-only; the connection and the image are closed on every path."""
+    """Open an image read-only; the connection and the image are closed on every path.
+
+    The head of an image in use is refused; otherwise it is watched while it is read, as
+    its writers watch it: a writer that checks for watchers (another asyncopy, ``rbd rm``)
+    sees it, and one that takes the image's lock meanwhile fails the copy.
+    """
     async with (
         connect(spec, options) as ioctx,
         open_image(ioctx, spec, options, read_only=True) as image,
     ):
         source = RbdSource(str(spec), image, read_only=True, snapshot=spec.snapshot)
-        if spec.snapshot is None:
-            await refuse_if_in_use(source, "source", others_allowed=options.callers_handles)
-        yield source
+        if spec.snapshot is not None:
+            yield source
+            return
+        source.others_allowed = options.callers_handles
+        await refuse_if_in_use(source, "source", others_allowed=options.callers_handles)
+        with ceph_errors(source.name, "watch"):
+            source.watch = await image.watch_header()
+        try:
+            yield source
+        finally:
+            with trio.CancelScope(shield=True), ceph_errors(source.name, "unwatch"):
+                await source.watch.stop()
+
+
+async def other_clients(volume: RbdVolume) -> int:
+    """How many other clients watch the image (each writer does; so does a watched source)."""
+    with ceph_errors(volume.name, "open"):
+        watchers = await volume.image.watchers()
+    own = 0 if volume.image_read_only else 1  # a writable handle watches its image
+    if isinstance(volume, RbdSource) and volume.watch is not None:
+        own += 1
+    return len(watchers) - own
 
 
 async def refuse_if_in_use(volume: RbdVolume, role: str, others_allowed: int) -> None:
-    """A UsageError if another client has the image open for writing (it holds a watch).
+    """A UsageError if another client has the image open (a writer, or a reader that
+    watches it).
 
     Writing to an image in use corrupts it; reading the head of one gives a copy of no
     single moment. A snapshot is the way to copy a volume in use.
     """
-    with ceph_errors(volume.name, "open"):
-        watchers = await volume.image.watchers()
-    own = 0 if volume.image_read_only else 1  # a writable handle watches its image
-    if len(watchers) - own > others_allowed:
-        others = len(watchers) - own
+    others = await other_clients(volume)
+    if others > others_allowed:
         hint = "; copy from a snapshot (@SNAP)" if role == "source" else ""
         raise UsageError(f"{role} {volume.name} is in use by {others} other client(s){hint}")
 
