@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from asyncopy import devstack
+from asyncopy.cinder import child_request
 from tests.cephtools import Cluster
 from tests.conftest import MakeLoop, MiB, write_pattern
 
@@ -405,3 +406,102 @@ def test_a_head_written_by_another_client_fails_the_copy(ceph: Cluster, tmp_path
     assert "verified" not in errors
     assert not (tmp_path / "out.img").exists()
     assert ceph.watchers(name) == []
+
+
+# -- the Cinder copy child: stopped, or its caller giving up -----------------------------------
+
+KEYRING = "[client.admin]\n\tkey = AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\n"
+
+
+def cinder_rbd(stack: devstack.Stack, name: str) -> dict[str, object]:
+    """An rbd connection_info as Cinder's RBD driver gives it, with a keyring's contents."""
+    port = stack.mon_host.rsplit(":", 1)[1].rstrip("]")
+    data = {"name": f"{stack.pool}/{name}", "hosts": ["127.0.0.1"], "ports": [port]}
+    return {"driver_volume_type": "rbd", "data": {**data, "keyring": KEYRING}}
+
+
+def unlocked(ceph: Cluster, name: str) -> bool:
+    """No client watches the image, and none holds its lock (checked in that order: the
+    checking handle watches it too)."""
+    if ceph.watchers(name):
+        return False
+    with ceph.image(name) as image:
+        return list(image.lock_get_owners()) == []
+
+
+def keyring_files() -> list[str]:
+    return [name for name in os.listdir("/tmp") if name.startswith("asyncopy-keyring")]
+
+
+def test_sigterm_stops_the_cinder_child_cleanly(ceph: Cluster) -> None:
+    src, dst = ceph.name(), ceph.name()
+    ceph.create(src, 256 * MiB, [(i * 4 * MiB, 4 * MiB) for i in range(64)])
+    ceph.create(dst, 256 * MiB)
+    request = child_request(
+        {"connection_info": cinder_rbd(ceph.stack, src)},
+        {"connection_info": cinder_rbd(ceph.stack, dst)},
+        256 * MiB,
+        None,
+        target_is_zero=False,
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-m", "asyncopy.connection"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    child.stdin.write(json.dumps({**request, "rate": 32 * MiB}) + "\n")  # 8 s for the whole
+    child.stdin.flush()
+    assert "progress" in json.loads(child.stdout.readline())  # copying
+    assert keyring_files() == []  # the key is in librados' memory only
+    child.send_signal(signal.SIGTERM)
+    _, errors = child.communicate(timeout=30)
+    assert child.returncode == 143, errors
+    assert errors.strip() == "terminated: the copy was cancelled and cleaned up"
+    assert unlocked(ceph, dst)
+    assert unlocked(ceph, src)
+
+
+def test_a_caller_giving_up_stops_its_child_and_releases_the_volume(ceph: Cluster) -> None:
+    """cinder-volume stopping kills the green thread waiting on a copy: the child is told
+    to stop, cleans up and is gone; the destination keeps no dead client's lock."""
+    src, dst = ceph.name(), ceph.name()
+    ceph.create(src, 256 * MiB, [(i * 4 * MiB, 4 * MiB) for i in range(64)])
+    ceph.create(dst, 256 * MiB)
+    script = (
+        "import eventlet; eventlet.monkey_patch()\n"
+        "import json, os, sys\n"
+        "from asyncopy.cinder import RateShare, copy_volume_data\n"
+        "src, dst = json.loads(sys.argv[1])\n"
+        "started = eventlet.event.Event()\n"
+        "def progress(done, total):\n"
+        "    if not started.ready(): started.send()\n"
+        "copying = eventlet.spawn(copy_volume_data, src, dst, 256 << 20, progress=progress,\n"
+        "                         rate=RateShare(32 << 20))\n"
+        "started.wait()\n"
+        "copying.kill()\n"
+        "try:\n"
+        "    copying.wait()  # the kill's clean-up runs in the killed green thread\n"
+        "except BaseException:\n"
+        "    pass\n"
+        "print(json.dumps(sorted(os.listdir(f'/proc/{os.getpid()}/task'))))\n"
+    )
+    args = json.dumps([cinder_rbd(ceph.stack, src), cinder_rbd(ceph.stack, dst)])
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script, args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 30
+    assert unlocked(ceph, dst)
+    assert keyring_files() == []
+    children = subprocess.run(
+        ["pgrep", "-f", "asyncopy.connection"], capture_output=True, text=True, check=False
+    )
+    assert children.stdout == ""

@@ -208,7 +208,7 @@ def _stop(child: subprocess.Popen[str], control: _Control) -> None:
     any failure); killed if it is not gone within ``STOP_GRACE`` seconds."""
     control.close()
     try:
-        child.communicate(timeout=STOP_GRACE)
+        child.wait(timeout=STOP_GRACE)  # it writes a line or two at most meanwhile
     except subprocess.TimeoutExpired:
         child.kill()
         child.wait()
