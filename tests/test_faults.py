@@ -21,7 +21,7 @@ import pytest
 from asyncopy import devstack
 from asyncopy.cinder import child_request
 from tests.cephtools import Cluster
-from tests.conftest import MakeLoop, MiB, write_pattern
+from tests.conftest import MakeLoop, MakeLun, MiB, write_pattern
 
 TIMEOUT = 120
 ASYNCOPY = (sys.executable, "-m", "asyncopy")
@@ -157,27 +157,57 @@ def start_copy(*args: str) -> subprocess.Popen[str]:
     return child
 
 
-@pytest.mark.parametrize("kind", ["file", "rbd", "rbd-existing"])
-def test_sigterm_cancels_cleans_up_and_exits_143(ceph: Cluster, tmp_path: Path, kind: str) -> None:
+@pytest.mark.parametrize(
+    ("stop", "code", "word"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["sigint", "sigterm"],
+)
+@pytest.mark.parametrize("kind", ["file", "rbd", "rbd-existing", "loop", "iscsi"])
+def test_a_stopped_copy_cancels_cleans_up_and_says_so(
+    ceph: Cluster,
+    tmp_path: Path,
+    make_loop: MakeLoop,
+    make_lun: MakeLun,
+    kind: str,
+    stop: signal.Signals,
+    code: int,
+    word: str,
+) -> None:
+    """Ctrl-C or SIGTERM mid-copy: the conventional exit status, one line, a destination the
+    copy created removed, and no lock, watcher or iSCSI session left."""
     src = tmp_path / "src.img"
     write_dense(src, 256 * MiB)
     name = ceph.name()
     if kind == "rbd-existing":
         ceph.create(name, 256 * MiB)
-    dst = str(tmp_path / "dst.img") if kind == "file" else ceph.uri(name)
+    lun = make_lun(256 * MiB) if kind == "iscsi" else None
+    dst = {
+        "file": str(tmp_path / "dst.img"),
+        "loop": make_loop(256 * MiB)[0] if kind == "loop" else "",
+        "iscsi": lun.url if lun is not None else "",
+    }.get(kind, ceph.uri(name))
     child = start_copy(str(src), dst)
-    child.send_signal(signal.SIGTERM)
+    child.send_signal(stop)
     _, errors = child.communicate(timeout=30)
-    assert child.returncode == 143, errors
-    assert errors.splitlines()[-1].endswith("asyncopy: error: terminated")
+    assert child.returncode == code, errors
+    assert errors.splitlines()[-1].endswith(f"asyncopy: error: {word}")
     if kind == "file":
         assert not (tmp_path / "dst.img").exists()  # created by the copy: removed
     elif kind == "rbd":
         assert not ceph.exists(name)
-    else:
-        assert ceph.watchers(name) == []
-        with ceph.image(name) as image:
-            assert list(image.lock_get_owners()) == []  # no dead client's exclusive lock
+    elif kind == "rbd-existing":
+        assert unlocked(ceph, name)  # no dead client's exclusive lock
+    elif lun is not None:
+        assert iscsi_sessions(ceph.stack, lun) == ""
+
+
+def iscsi_sessions(stack: devstack.Stack, lun: devstack.Lun) -> str:
+    """tgtd's list of the connections to ``lun``'s target (empty: none)."""
+    argv = ["tgtadm", "-C", str(stack.tgt_control_port), "--lld", "iscsi", "--op", "show"]
+    shown = subprocess.run(
+        [*argv, "--mode", "conn", "--tid", str(lun.tid)], capture_output=True, text=True, check=True
+    )
+    return shown.stdout.strip()
 
 
 # -- bad input that used to cost a traceback, memory or a hang --------------------------------
@@ -505,3 +535,88 @@ def test_a_caller_giving_up_stops_its_child_and_releases_the_volume(ceph: Cluste
         ["pgrep", "-f", "asyncopy.connection"], capture_output=True, text=True, check=False
     )
     assert children.stdout == ""
+
+
+ISCSI_TIMEOUT = 3
+ISCSI_BOUND = 2 * ISCSI_TIMEOUT + 5  # a command's timeout, the logout's, and start-up slack
+
+
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
+@pytest.mark.parametrize("direction", ["to-lun", "from-lun"])
+def test_tgtd_failing_mid_copy_fails_it_in_bounded_time(
+    tmp_path: Path, dense: Path, direction: str, fault: signal.Signals
+) -> None:
+    stack = devstack.up(tmp_path / "stack", osd_bytes=64 * MiB)
+    try:
+        lun = devstack.add_lun(stack, "lun", VOLUME)
+        output = tmp_path / "out.img"
+        if direction == "to-lun":
+            src, dst = str(dense), lun.url
+        else:
+            subprocess.run(["cp", "--sparse=never", str(dense), lun.backing], check=True)
+            src, dst = lun.url, str(output)
+        child = start_copy("--iscsi-timeout", str(ISCSI_TIMEOUT), src, dst)
+        (tgtd,) = [daemon for daemon in stack.daemons if daemon.name == "tgtd"]
+        os.kill(tgtd.pid, fault)
+        started = time.monotonic()
+        _, errors = child.communicate(timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        devstack.down(tmp_path / "stack")
+    assert child.returncode == 1, errors
+    line = errors.splitlines()[-1]
+    kind = "write" if direction == "to-lun" else "read"
+    pattern = rf"asyncopy: error: {kind} failed on {re.escape(lun.url)} at offset \d+ "
+    assert re.match(pattern, line), line
+    assert elapsed < ISCSI_BOUND, line
+    assert not output.exists()  # created by the copy: removed
+
+
+# -- a full destination, and a lossy messenger ----------------------------------------------
+
+
+@pytest.mark.parametrize("source", ["file", "rbd"])
+def test_a_destination_filesystem_filling_up_fails_the_copy(
+    ceph: Cluster, tmp_path: Path, source: str
+) -> None:
+    """ENOSPC mid-copy: exit 1, the offset named, the half-written file removed."""
+    full = tmp_path / "small-fs"
+    full.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(full)], check=True)
+    try:
+        src = tmp_path / "src.img"
+        write_dense(src, 64 * MiB)
+        if source == "rbd":
+            name = ceph.name()
+            subprocess.run(
+                ["rbd", "-c", ceph.conf, "--no-progress", "import", str(src), f"rbd/{name}"],
+                check=True,
+            )
+        spec = str(src) if source == "file" else ceph.uri(name)
+        done = run("copy", spec, str(full / "dst.img"))
+        line = one_error(done, 1, "write failed on", "at offset")
+        assert "No space left on device" in line
+        assert os.listdir(full) == []
+    finally:
+        subprocess.run(["umount", str(full)], check=True)
+
+
+def test_a_lossy_messenger_still_gives_a_verified_copy(ceph: Cluster, tmp_path: Path) -> None:
+    """librados' own fault injection drops a connection every ~50 messages: it reconnects and
+    resends, and the copy is whole."""
+    name = ceph.name()
+    content = ceph.create(name, 64 * MiB, [(i * 4 * MiB, 4 * MiB) for i in range(0, 16, 2)])
+    lossy = f"{ceph.uri(name)}:ms_inject_socket_failures=50"
+    done = run("copy", "--verify", lossy, str(tmp_path / "out.img"))
+    assert done.returncode == 0, done.stderr
+    assert "verified" in done.stdout
+    assert (tmp_path / "out.img").read_bytes() == content
+    target = ceph.name()
+    done = run(
+        "copy",
+        "--verify",
+        str(tmp_path / "out.img"),
+        f"{ceph.uri(target)}:ms_inject_socket_failures=50",
+    )
+    assert done.returncode == 0, done.stderr
+    assert ceph.read(target) == content
