@@ -188,7 +188,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("terminated", EXIT_TERMINATED)
 
 
+def _warn_of_secrets(*specs: str | None) -> None:
+    from asyncopy.uri import secret_in
+
+    for spec in specs:
+        warning = secret_in(spec) if spec else None
+        if warning is not None:
+            print(f"asyncopy: warning: {warning}", file=sys.stderr)
+
+
 def _copy(args: argparse.Namespace) -> int:
+    _warn_of_secrets(args.src, args.dst)
     values = _settings(args.config_file)
     options = settings.copy_options(
         values,
@@ -219,6 +229,7 @@ def _copy(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    _warn_of_secrets(args.a, args.b)
     if (args.b is None) == (args.manifest is None):
         raise UsageError("verify takes A B, or --manifest PATH A")
     values = _settings(args.config_file)

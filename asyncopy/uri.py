@@ -66,6 +66,27 @@ def check(spec: str) -> None:
         load_connection_info(rest)
 
 
+def secret_in(spec: str) -> str | None:
+    """A warning if ``spec`` carries a secret, which anyone can read on a command line (``ps``,
+    ``/proc/PID/cmdline``), and the way to give it that is not; None if it carries none."""
+    scheme, rest = parse(spec)
+    if scheme == "rbd":
+        rbd = parse_rbd(rest)
+        if any(key == "key" for key, _ in rbd.options):
+            return (
+                f"{rbd}: a key on the command line can be read by every user of this host; "
+                "name a keyring file instead (:keyring=PATH, or keyring in ceph.conf)"
+            )
+    if scheme == "iscsi":
+        iscsi = parse_iscsi(rest)
+        if iscsi.password is not None:
+            return (
+                f"{iscsi}: a CHAP password on the command line can be read by every user of "
+                "this host; set LIBISCSI_CHAP_PASSWORD (and LIBISCSI_CHAP_USERNAME) instead"
+            )
+    return None
+
+
 @asynccontextmanager
 async def open_source(spec: str, options: EndpointOptions | None = None) -> AsyncIterator[Volume]:
     """Open the endpoint named by ``spec`` read-only."""

@@ -620,3 +620,28 @@ def test_a_lossy_messenger_still_gives_a_verified_copy(ceph: Cluster, tmp_path: 
     )
     assert done.returncode == 0, done.stderr
     assert ceph.read(target) == content
+
+
+# -- secrets on the command line --------------------------------------------------------------
+
+
+def test_a_secret_on_the_command_line_is_warned_of_and_never_shown(
+    ceph: Cluster, tmp_path: Path
+) -> None:
+    name = ceph.name()
+    ceph.create(name, MiB, [(0, MiB)])
+    keyed = f"{ceph.uri(name)}:key=AQBmZXR0bGVkaXN0aGVrZXkxMjM0NQ=="
+    done = run("copy", keyed, str(tmp_path / "out.img"))
+    assert done.returncode == 0, done.stderr  # it still works
+    (warning,) = done.stderr.splitlines()
+    assert warning.startswith(f"asyncopy: warning: rbd:rbd/{name}: a key on the command line")
+    assert "keyring" in warning
+    assert "AQBmZXR0" not in warning
+    chap = "iscsi://user%s3cr3t@127.0.0.1:1/iqn.2026-01.test:none/1"
+    done = run("copy", chap, str(tmp_path / "out2.img"))
+    assert done.returncode == 1  # nothing listens there
+    warning, error = done.stderr.splitlines()
+    assert "LIBISCSI_CHAP_PASSWORD" in warning
+    assert error.startswith("asyncopy: error: connect failed on iscsi://127.0.0.1:1/")
+    assert "s3cr3t" not in done.stderr
+    assert not (tmp_path / "out2.img").exists()
