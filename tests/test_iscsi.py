@@ -289,7 +289,7 @@ async def test_a_target_that_stops_answering_fails_in_bounded_time(
         started = trio.current_time()
         with pytest.raises(EndpointError, match=r"read failed on .* timed out after 2 s"):
             await copy_to_memory(url, quick)
-        assert trio.current_time() - started < 15
+        assert trio.current_time() - started < 2 * 2 + 5  # 2 x --iscsi-timeout, and slack
         nursery.cancel_scope.cancel()
 
 
