@@ -347,10 +347,14 @@ def _describe(result: CopyResult) -> str:
     )
 
 
+_PROGRESS_LINE = [False]  # a progress line is on stderr, not yet ended
+
+
 def _show_progress(progress: Progress) -> None:
     percent = 100.0 * progress.done / progress.total if progress.total else 100.0
     print(f"\r{percent:5.1f}% of {human(progress.total)}", end="", file=sys.stderr, flush=True)
-    if progress.done >= progress.total:
+    _PROGRESS_LINE[0] = progress.done < progress.total
+    if not _PROGRESS_LINE[0]:
         print(file=sys.stderr)
 
 
@@ -360,6 +364,8 @@ def _message(exc: BaseException) -> str:
 
 
 def _fail(message: str, code: int) -> int:
+    if _PROGRESS_LINE[0]:  # the error on a line of its own
+        print(file=sys.stderr)
     print(f"asyncopy: error: {message}", file=sys.stderr)
     return code
 

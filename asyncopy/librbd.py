@@ -133,6 +133,8 @@ def _connect(settings: Settings) -> CData:
 # Images with a request librbd never answered: kept (with the buffers librbd may still write
 # into) for the rest of the process, which should then end through ``os._exit``.
 _ABANDONED: list[object] = []
+# The cookies of this process's own header watches: not "other clients" of an image.
+_OWN_WATCHES: set[int] = set()
 
 
 def abandoned_images() -> int:
@@ -328,10 +330,9 @@ class Image:
         """Watch the image's header as its writers do: a writer that checks for watchers sees
         this reader, and every client taking the image's lock is counted."""
         watch = HeaderWatch(self)
-        check(
-            "rados_watch2",
-            await bounded(self, "rados_watch2", lib.asyncopy_watch_start, watch.state),
-        )
+        started = await bounded(self, "rados_watch2", lib.asyncopy_watch_start, watch.state)
+        check("rados_watch2", started)
+        _OWN_WATCHES.add(int(watch.state.cookie))
         return watch
 
     def identity(self) -> tuple[str, int, str, str]:
@@ -415,7 +416,8 @@ class Image:
         return found
 
     async def watchers(self) -> list[str]:
-        """The addresses of the clients watching the image (this one too, if writable)."""
+        """The addresses of the clients watching the image (this one too, if writable), but
+        for this process's own header watches (``watch_header``)."""
         return await bounded(self, "rbd_watchers_list", self._watchers)
 
     def _watchers(self) -> list[str]:
@@ -429,7 +431,11 @@ class Image:
                 continue
             check("rbd_watchers_list", result)
             try:
-                return [ffi.string(watchers[i].addr).decode() for i in range(count[0])]
+                return [
+                    ffi.string(watchers[i].addr).decode()
+                    for i in range(count[0])
+                    if int(watchers[i].cookie) not in _OWN_WATCHES
+                ]
             finally:
                 lib.rbd_watchers_list_cleanup(watchers, count[0])
 
@@ -557,6 +563,7 @@ class HeaderWatch:
         if self.image.broken or self.image.health.silent:
             _ABANDONED.append(self)
             return
+        _OWN_WATCHES.discard(int(self.state.cookie))
         try:
             check(
                 "rados_unwatch2",

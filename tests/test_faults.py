@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,32 @@ from tests.conftest import MakeLoop, MakeLun, MiB, write_pattern
 
 TIMEOUT = 120
 ASYNCOPY = (sys.executable, "-m", "asyncopy")
+
+
+@pytest.fixture(autouse=True)
+def _images_removed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The images a test made on the session's cluster are removed after it: these tests
+    write hundreds of MiB each, and the cluster's OSD holds 2 GiB."""
+    if "ceph" not in request.fixturenames:
+        yield
+        return
+    ceph: Cluster = request.getfixturevalue("ceph")
+    before = set(images(ceph))
+    yield
+    for name in set(images(ceph)) - before:
+        argv = ["rbd", "-c", ceph.conf, "--no-progress", "rm", f"{ceph.pool}/{name}"]
+        subprocess.run([*argv], check=False, capture_output=True, timeout=TIMEOUT)
+
+
+def images(ceph: Cluster) -> list[str]:
+    listed = subprocess.run(
+        ["rbd", "-c", ceph.conf, "ls", "--format", "json", ceph.pool],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=TIMEOUT,
+    )
+    return list(json.loads(listed.stdout))
 
 
 def run(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
@@ -120,8 +147,8 @@ def test_an_image_copied_onto_itself_is_refused_by_any_name(ceph: Cluster, tmp_p
     other_conf = tmp_path / "same-cluster.conf"
     other_conf.write_text(Path(ceph.conf).read_text())  # another spelling of the cluster
     same = f"rbd:{ceph.pool}/{name}:conf={other_conf}"
-    one_error(run("copy", ceph.uri(name), ceph.uri(name)), 2, "are the same volume")
-    one_error(run("copy", ceph.uri(name), same), 2, "are the same volume")
+    for dst in (ceph.uri(name), same):
+        one_error(run("copy", ceph.uri(name), dst), 2, "are the same volume")
     assert ceph.read(name) == content
     assert ceph.watchers(name) == []
     with ceph.image(name) as image:
@@ -326,7 +353,7 @@ def test_a_malformed_iscsi_url_never_shows_its_password(tmp_path: Path, url: str
 
 CEPH_TIMEOUT = 3
 FAULT_BOUND = 2 * CEPH_TIMEOUT + 5  # what --ceph-timeout's help promises, and start-up slack
-VOLUME = 1 << 30
+VOLUME = 512 * MiB  # over a second to copy on any path: the fault lands mid-copy
 PATHS = [
     ("rbd", "rbd"),
     ("rbd", "file"),
@@ -591,6 +618,7 @@ def test_a_destination_filesystem_filling_up_fails_the_copy(
             subprocess.run(
                 ["rbd", "-c", ceph.conf, "--no-progress", "import", str(src), f"rbd/{name}"],
                 check=True,
+                timeout=TIMEOUT,
             )
         spec = str(src) if source == "file" else ceph.uri(name)
         done = run("copy", spec, str(full / "dst.img"))

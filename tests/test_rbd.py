@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -138,18 +139,26 @@ async def test_extents_cover_all_data_with_and_without_fast_diff(
         assert covered < 3 * OBJ
 
 
-async def test_the_source_is_opened_read_only_and_watched(ceph: Cluster) -> None:
+async def test_the_source_is_opened_read_only_and_watched(ceph: Cluster, tmp_path: Path) -> None:
     """The source's handle is librbd's read-only one (which registers no watch); its one
-    watcher is the source's own watch on the header, so a writer sees the image in use."""
+    watcher is the source's own watch on the header, so a writer in another process sees
+    the image in use."""
     name = ceph.name()
     content = ceph.create(name, 4 * MiB, [(0, 10)])
+    small = tmp_path / "small.img"
+    small.write_bytes(b"w" * 4096)
     async with open_source(ceph.uri(name)) as volume:
         assert isinstance(volume, RbdVolume)
         assert volume.image_read_only
-        assert len(await volume.image.watchers()) == 1
-        with pytest.raises(UsageError, match="in use by 1 other client"):
-            async with open_sink(ceph.uri(name), size=volume.size):
-                pass
+        assert len(ceph.watchers(name)) == 1
+        assert await volume.image.watchers() == []  # this process's own watch is not "other"
+        writer = await trio.run_process(
+            [sys.executable, "-m", "asyncopy", "copy", str(small), ceph.uri(name)],
+            capture_stderr=True,
+            check=False,
+        )
+        assert writer.returncode == 2
+        assert b"is in use by 1 other client" in writer.stderr
     assert ceph.read(name) == content
     assert ceph.watchers(name) == []  # the watch ends with the copy
 

@@ -115,12 +115,11 @@ async def open_rbd_source(spec: RbdSpec, options: CephOptions) -> AsyncIterator[
 
 
 async def other_clients(volume: RbdVolume) -> int:
-    """How many other clients watch the image (each writer does; so does a watched source)."""
+    """How many other clients watch the image (each writer does; so does a watched source of
+    another process)."""
     with ceph_errors(volume.name, "open"):
         watchers = await volume.image.watchers()
     own = 0 if volume.image_read_only else 1  # a writable handle watches its image
-    if isinstance(volume, RbdSource) and volume.watch is not None:
-        own += 1
     return len(watchers) - own
 
 
