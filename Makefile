@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 DEBS := util-linux ceph-mon ceph-osd ceph-common python3-rados python3-rbd tgt \
 	qemu-utils qemu-block-extra libiscsi-dev libiscsi-bin librbd-dev librados-dev gcc time \
 	cgroup-tools
-CODE := asyncopy tests benchmarks scripts
+CODE := asyncopy devtools tests benchmarks scripts
 
 .PHONY: test lint demo bench deps bytecode clean
 

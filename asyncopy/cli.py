@@ -13,7 +13,7 @@ import gc
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -109,11 +109,6 @@ def _parser() -> argparse.ArgumentParser:
     _iscsi_timeout(vf)
     _root_helper(vf)
 
-    ds = commands.add_parser("devstack", help="a private Ceph cluster and iSCSI target")
-    ds.add_argument("action", choices=("up", "status", "down"))
-    ds.add_argument("dir", type=Path, help="directory holding all of the stack's state")
-    ds.add_argument("--osd-size", default="4G", help="memstore OSD capacity (RAM, used as written)")
-    ds.add_argument("--no-iscsi", action="store_true", help="start Ceph only")
     return parser
 
 
@@ -173,8 +168,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         if args.command == "copy":
             return _copy(args)
-        if args.command == "devstack":
-            return _devstack(args)
         return _verify(args)
     except UsageError as exc:
         return _fail(_message(exc), EXIT_ERROR)
@@ -318,23 +311,6 @@ def _create_options(args: argparse.Namespace) -> RbdCreate | None:
     create.order()  # bad input is found before anything is opened
     create.feature_bits()
     return create
-
-
-def _devstack(args: argparse.Namespace) -> int:
-    from asyncopy import devstack  # only here: the copy does not pay for importing it
-
-    if args.action == "up":
-        stack = devstack.up(
-            args.dir, osd_bytes=parse_size(args.osd_size, "OSD size"), iscsi=not args.no_iscsi
-        )
-        print(json.dumps(asdict(stack), indent=2))
-    elif args.action == "status":
-        state = devstack.status(args.dir)
-        print(json.dumps(state, indent=2))
-        return EXIT_OK if state["ceph_answers_io"] and all(state["alive"].values()) else EXIT_FAILED
-    else:
-        devstack.down(args.dir)
-    return EXIT_OK
 
 
 def _describe(result: CopyResult) -> str:

@@ -51,10 +51,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from asyncopy import devstack
 from asyncopy.engine import DEFAULT_MAX_INFLIGHT
 from asyncopy.errors import AsyncopyError
-from asyncopy.loopdev import loop_device
 from asyncopy.sizes import human, parse_size
 from benchmarks import report
 from benchmarks.cinder_runs import MANAGERS, migrate_there_and_back
@@ -95,6 +93,8 @@ from benchmarks.scenarios import (
     write_image,
     write_manifest,
 )
+from devtools import devstack
+from devtools.loopdev import loop_device
 
 MiB, GiB = 1 << 20, 1 << 30
 HERE = Path(__file__).resolve().parent
@@ -653,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     try:
         settings = parse_args(arguments)
-    except (BenchError, AsyncopyError) as exc:
+    except (BenchError, AsyncopyError, devstack.DevstackError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2  # bad input: nothing started
     try:
@@ -662,7 +662,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             results = benchmark(settings)
         targets = report.write(results, settings.out, settings.markdown)
-    except (BenchError, AsyncopyError, OSError) as exc:
+    except (BenchError, AsyncopyError, devstack.DevstackError, OSError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -66,8 +66,8 @@ import rbd  # noqa: E402
 import xxhash  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
-from asyncopy.devstack import client_conf  # noqa: E402
 from benchmarks.cinder_runs import mounts_under  # noqa: E402
+from devtools.devstack import client_conf  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30

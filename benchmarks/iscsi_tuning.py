@@ -20,13 +20,13 @@ from pathlib import Path
 
 import trio
 
-from asyncopy import devstack
 from asyncopy.engine import CopyOptions, copy
 from asyncopy.iscsi import IscsiOptions, parse_iscsi
 from asyncopy.sinks.iscsi import open_iscsi_sink
 from asyncopy.sizes import parse_size
 from asyncopy.sources.iscsi import open_iscsi_source
 from asyncopy.testing import MemoryVolume
+from devtools import devstack
 
 GiB = 1 << 30
 DEPTHS = (4, 8, 16, 32)

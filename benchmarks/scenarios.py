@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import xxhash
 
-from asyncopy import devstack
+from devtools import devstack
 
 ASYNCOPY = (sys.executable, "-m", "asyncopy")
 CINDER_COPY = (sys.executable, "-m", "benchmarks.cinder_copy")

@@ -35,15 +35,15 @@ from contextlib import ExitStack
 from functools import partial
 from pathlib import Path
 
-from asyncopy import devstack
 from asyncopy.api import copy_uri, verify_uris
 from asyncopy.api import run_interruptibly as run
 from asyncopy.engine import CopyOptions, CopyResult
 from asyncopy.errors import AsyncopyError, UsageError
-from asyncopy.loopdev import loop_device
 from asyncopy.sizes import human, parse_size
 from asyncopy.testing import make_sparse_image
 from benchmarks.cinder_runs import MANAGERS, migrate_there_and_back
+from devtools import devstack
+from devtools.loopdev import loop_device
 
 MIB = 1 << 20
 
@@ -173,6 +173,6 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("demo: interrupted; cleaned up", file=sys.stderr)
         sys.exit(130)
-    except (AsyncopyError, OSError, subprocess.SubprocessError) as exc:
+    except (AsyncopyError, devstack.DevstackError, OSError, subprocess.SubprocessError) as exc:
         print(f"demo: error: {' / '.join(str(exc).splitlines())}", file=sys.stderr)
         sys.exit(2)

@@ -14,7 +14,7 @@ from typing import Any
 import rados
 import rbd
 
-from asyncopy.devstack import Stack, client_conf
+from devtools.devstack import Stack, client_conf
 
 MiB = 1 << 20
 

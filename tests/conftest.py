@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from asyncopy import devstack
-from asyncopy.loopdev import loop_device
+from devtools import devstack
+from devtools.loopdev import loop_device
 from tests.cephtools import Cluster
 
 MiB = 1 << 20

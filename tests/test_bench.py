@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from asyncopy.devstack import Daemon
 from benchmarks import disk_requests, report
 from benchmarks.bench import pick, rotated
 from benchmarks.measure import BenchError, Run, check_identical, check_manifest, timed
@@ -27,6 +26,7 @@ from benchmarks.scenarios import (
     write_file,
     write_manifest,
 )
+from devtools.devstack import Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20

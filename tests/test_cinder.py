@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from asyncopy import devstack
 from asyncopy.cinder import copy_volume, copy_volume_data
 from asyncopy.connection import open_volume
 from asyncopy.engine import CopyOptions, copy
 from asyncopy.errors import CopyFailed, UsageError
 from asyncopy.sinks.rbd import RbdSink
+from devtools import devstack
 from tests.cephtools import Cluster, MiB, qemu_identical
 from tests.conftest import MakeLoop, MakeLun, write_pattern
 

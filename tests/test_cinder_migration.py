@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from asyncopy import devstack
 from benchmarks.cinder_runs import mounts_under
+from devtools import devstack
 
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent

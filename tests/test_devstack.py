@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 import trio
 
-from asyncopy import devstack
 from asyncopy.api import copy_sync, copy_uri, verify_uris
 from asyncopy.ceph import CephOptions
 from asyncopy.engine import copy
 from asyncopy.errors import CopyFailed, EndpointError
 from asyncopy.uri import EndpointOptions, open_sink, open_source
+from devtools import devstack
 from tests.cephtools import Cluster, MiB
 from tests.conftest import write_pattern
-from tests.test_cli import run
 
+ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 3.0
 # What --ceph-timeout's help promises: a copy whose cluster stops answering (here: full)
 # ends within twice the timeout, clean-up included; and a few seconds of start-up.
@@ -44,7 +44,7 @@ def tiny(tmp_path: Path) -> Iterator[devstack.Stack]:
 
 
 def test_status_reports_a_live_stack(stack: devstack.Stack) -> None:
-    done = run("devstack", "status", stack.dir)
+    done = run("status", stack.dir)
     assert done.returncode == 0, done.stderr
     state = json.loads(done.stdout)
     assert state["ceph_answers_io"] is True
@@ -93,7 +93,7 @@ def test_down_stops_exactly_its_processes_and_is_idempotent(
     stack: devstack.Stack, tmp_path: Path
 ) -> None:
     directory = tmp_path / "stack"
-    done = run("devstack", "up", str(directory), "--osd-size", "64M")
+    done = run("up", str(directory), "--osd-size", "64M")
     assert done.returncode == 0, done.stderr
     daemons = [devstack.Daemon(**d) for d in json.loads(done.stdout)["daemons"]]
     assert [d.name for d in daemons] == ["ceph-mon", "ceph-osd", "tgtd"]
@@ -101,7 +101,7 @@ def test_down_stops_exactly_its_processes_and_is_idempotent(
     control = Path(f"/run/tgtd/socket.{json.loads(done.stdout)['tgt_control_port']}")
     assert control.exists()
     for _ in range(2):
-        done = run("devstack", "down", str(directory))
+        done = run("down", str(directory))
         assert done.returncode == 0, done.stderr
     assert not directory.exists()
     assert not any(devstack._alive(d) for d in daemons)
@@ -121,11 +121,11 @@ def test_a_pid_that_is_not_the_started_process_is_never_signalled(
 def test_down_leaves_a_directory_that_is_not_a_stack_alone(tmp_path: Path) -> None:
     keep = tmp_path / "precious.txt"
     keep.write_text("mine")
-    done = run("devstack", "down", str(tmp_path))
+    done = run("down", str(tmp_path))
     assert done.returncode == 2
     assert "no dev stack here" in done.stderr
     assert keep.read_text() == "mine"
-    done = run("devstack", "up", str(tmp_path))
+    done = run("up", str(tmp_path))
     assert done.returncode == 2
     assert "not empty" in done.stderr
 
@@ -144,18 +144,28 @@ def test_a_stack_that_does_not_start_says_why_and_leaves_nothing_running(tmp_pat
 
 def test_missing_packages_are_named_in_one_line(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": str(tmp_path)}  # no ceph-mon, rbd, tgtd on this PATH
-    done = run_env(env, "devstack", "up", str(tmp_path / "stack"))
+    done = run_env(env, "up", str(tmp_path / "stack"))
     assert done.returncode == 2
     assert done.stderr == (
-        "asyncopy: error: missing Debian packages: ceph-common ceph-mon ceph-osd tgt\n"
+        "devstack: error: missing Debian packages: ceph-common ceph-mon ceph-osd tgt\n"
     )
     assert not (tmp_path / "stack").exists()
 
 
 def run_env(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m devtools.devstack ARGS`` from the source tree."""
     return subprocess.run(
-        [sys.executable, "-m", "asyncopy", *args], capture_output=True, text=True, env=env
+        [sys.executable, "-m", "devtools.devstack", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
     )
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_env(dict(os.environ), *args)
 
 
 async def test_a_full_cluster_fails_the_copy_in_bounded_time(

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from asyncopy.endpoint import Extent, ExtentKind
 from asyncopy.engine import CopyOptions, CopyResult, Progress, copy
 from asyncopy.errors import EndpointError, UsageError, VerificationFailed
-from asyncopy.reference import reference_copy
 from asyncopy.testing import Faults, FaultyVolume, MemoryVolume, RecordingSink
 from asyncopy.verify import chunk_digest
+from devtools.reference import reference_copy
 
 K = 1024
 

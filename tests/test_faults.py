@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from asyncopy import devstack
 from asyncopy.cinder import child_request
+from devtools import devstack
 from tests.cephtools import Cluster
 from tests.conftest import MakeLoop, MakeLun, MiB, write_pattern
 

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 import trio
 
-from asyncopy import devstack
 from asyncopy.api import copy_sync
 from asyncopy.endpoint import ExtentKind
 from asyncopy.engine import CopyOptions, copy
@@ -29,6 +28,7 @@ from asyncopy.sinks.iscsi import open_iscsi_sink
 from asyncopy.sources.iscsi import open_iscsi_source
 from asyncopy.testing import Faults, FaultyVolume, MemoryVolume
 from asyncopy.uri import EndpointOptions, open_sink, open_source
+from devtools import devstack
 from tests.cephtools import Cluster, MiB, qemu_identical
 from tests.conftest import MakeLun, write_pattern
 from tests.test_cli import run

@@ -4,7 +4,11 @@
 target, all listening on 127.0.0.1 on free ports with every file under DIR, and writes
 ``DIR/devstack.json``. ``down(DIR)`` stops exactly the processes ``up`` started, by pid (and
 start time, so a reused pid is never hit), then removes DIR. Both are used by the tests, the
-demo and the benchmarks, and by ``asyncopy devstack``.
+demo and the benchmarks, and from the command line::
+
+    python -m devtools.devstack up DIR [--osd-size 4G] [--no-iscsi]
+    python -m devtools.devstack status DIR
+    python -m devtools.devstack down DIR
 
 What made the cluster boot in seconds and clients never hang: the monmap and ``mon host``
 both name the v2 address; no authentication; pool size one; memstore (RAM) sized for the
@@ -13,6 +17,7 @@ work; and client timeouts on every librados call (a full OSD otherwise blocks wr
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -21,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -29,7 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from asyncopy.errors import AsyncopyError
+from asyncopy.errors import UsageError
+from asyncopy.sizes import parse_size
 
 STATE_FILE = "devstack.json"
 POOL = "rbd"
@@ -48,7 +55,7 @@ REQUIRED = {
 }
 
 
-class DevstackError(AsyncopyError):
+class DevstackError(Exception):
     """The dev stack could not be started, inspected or stopped."""
 
 
@@ -522,13 +529,21 @@ def _reap(pid: int) -> None:
         del _children[pid]
 
 
+def _not_yet() -> tuple[type[Exception], ...]:
+    """What a daemon that is still starting answers with: anything else is a bug, raised."""
+    import rados
+    import rbd
+
+    return (DevstackError, OSError, rados.Error, rbd.Error)
+
+
 def _until(deadline: float, stack: Stack, attempt: Any) -> None:
     """Call ``attempt`` until it succeeds; at the deadline fail with the daemons' log tails."""
     while True:
         try:
             attempt()
             return
-        except Exception as exc:
+        except _not_yet() as exc:
             dead = [d.name for d in stack.daemons if not _alive(d)]
             if dead or time.monotonic() >= deadline:
                 why = f"{', '.join(dead)} exited" if dead else "timed out"
@@ -549,3 +564,33 @@ def _log_tails_in(directory: Path, lines: int = 5) -> str:
         if text:
             tails.append(f"\n--- {log.name}:\n" + "\n".join(text))
     return "".join(tails)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m devtools.devstack up|status|down DIR``: 0 done (``status``: all alive and
+    answering I/O), 1 not, 2 an error, in one line."""
+    parser = argparse.ArgumentParser(prog="python -m devtools.devstack", description=__doc__)
+    parser.add_argument("action", choices=("up", "status", "down"))
+    parser.add_argument("dir", type=Path, help="directory holding all of the stack's state")
+    parser.add_argument("--osd-size", default="4G", help="memstore OSD capacity (RAM, as written)")
+    parser.add_argument("--no-iscsi", action="store_true", help="start Ceph only")
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "up":
+            osd_bytes = parse_size(args.osd_size, "OSD size")
+            stack = up(args.dir, osd_bytes=osd_bytes, iscsi=not args.no_iscsi)
+            print(json.dumps(asdict(stack), indent=2))
+        elif args.action == "status":
+            state = status(args.dir)
+            print(json.dumps(state, indent=2))
+            return 0 if state["ceph_answers_io"] and all(state["alive"].values()) else 1
+        else:
+            down(args.dir)
+    except (DevstackError, UsageError) as exc:
+        print(f"devstack: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
