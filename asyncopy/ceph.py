@@ -20,14 +20,14 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
 
-from asyncopy.errors import EndpointError, UsageError
+from asyncopy.errors import EndpointError, RbdError, UsageError, map_errors
 
 if TYPE_CHECKING:  # the binding loads librbd and librados: only copies that use RBD pay
     from asyncopy.librbd import Image, Pool, Settings
@@ -166,19 +166,6 @@ def _split(text: str) -> list[str]:
     return fields
 
 
-@contextmanager
-def ceph_errors(
-    endpoint: str, operation: str, offset: int | None = None, length: int | None = None
-) -> Iterator[None]:
-    """Turn librados/librbd errors raised inside the block into an ``EndpointError``."""
-    from asyncopy.librbd import RbdError
-
-    try:
-        yield
-    except RbdError as exc:
-        raise EndpointError(endpoint, operation, str(exc), offset, length) from exc
-
-
 def settings(spec: RbdSpec, options: CephOptions) -> Settings:
     """The client settings: the spec's options, then asyncopy's own, which always win."""
     from asyncopy.librbd import Settings
@@ -200,7 +187,7 @@ def settings(spec: RbdSpec, options: CephOptions) -> Settings:
 @asynccontextmanager
 async def connect(spec: RbdSpec, options: CephOptions) -> AsyncIterator[Pool]:
     """The spec's pool (and namespace) on the process's connection to its cluster."""
-    from asyncopy.librbd import RbdError, pool
+    from asyncopy.librbd import pool
 
     name = str(spec)
     try:
@@ -228,7 +215,6 @@ async def open_image(
     If the block fails, a failure to close is added to its error as a note, not put in its
     place: the first error names the offset that matters.
     """
-    from asyncopy.librbd import RbdError
 
     name = str(spec)
     try:
@@ -244,12 +230,12 @@ async def open_image(
     except BaseException as failure:
         with trio.CancelScope(shield=True):
             try:
-                with ceph_errors(name, "close"):
+                with map_errors(name, "close"):
                     await image.close()
             except EndpointError as close_error:
                 failure.add_note(str(close_error))
         raise
-    with trio.CancelScope(shield=True), ceph_errors(name, "close"):
+    with trio.CancelScope(shield=True), map_errors(name, "close"):
         await image.close()
 
 

@@ -3,10 +3,14 @@
 Two families: ``UsageError`` for bad input, found before anything is written, and
 ``CopyFailed`` for a copy or verification that went wrong on the way. Each message is one
 line an operator can act on: the endpoint, the operation, the offset and length.
+``Terminated`` is a stop (SIGTERM), as KeyboardInterrupt is. ``RbdError`` is the librbd
+binding's own, raw error: ``map_errors``, the one translation, turns it and ``OSError`` into
+an ``EndpointError`` at each endpoint.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -72,13 +76,43 @@ class VerificationFailed(CopyFailed):
         )
 
 
+class ScsiError(EndpointError):
+    """A command ended in CHECK CONDITION; ``sense_key`` says which kind."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        operation: str,
+        reason: str,
+        offset: int | None,
+        length: int | None,
+        *,
+        sense_key: int,
+    ) -> None:
+        self.sense_key = sense_key
+        super().__init__(endpoint, operation, reason, offset, length)
+
+
+class RbdError(Exception):
+    """A librados or librbd call failed: which call, and its errno. Raised by the binding
+    (``asyncopy.librbd``); ``map_errors`` turns it into an ``EndpointError`` at the endpoint."""
+
+    def __init__(self, call: str, number: int, detail: str = "") -> None:
+        self.call, self.errno, self.detail = call, number, detail
+        super().__init__(f"{call}{' ' + detail if detail else ''}: {os.strerror(number)}")
+
+
 @contextmanager
-def endpoint_errors(
+def map_errors(
     endpoint: str, operation: str, offset: int | None = None, length: int | None = None
 ) -> Iterator[None]:
-    """Turn an ``OSError`` raised inside the block into an ``EndpointError``."""
+    """Turn what the system or a library raises inside the block (``OSError``,
+    ``RbdError``) into an ``EndpointError`` naming the endpoint, operation and offset: the
+    one translation, used at each boundary."""
     try:
         yield
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise EndpointError(endpoint, operation, reason, offset, length) from exc
+    except RbdError as exc:
+        raise EndpointError(endpoint, operation, str(exc), offset, length) from exc

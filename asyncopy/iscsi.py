@@ -43,7 +43,7 @@ from urllib.parse import unquote
 
 import trio
 
-from asyncopy.errors import EndpointError, UsageError
+from asyncopy.errors import EndpointError, ScsiError, UsageError
 
 DEFAULT_TIMEOUT = 30  # seconds, per command and for the login
 DEFAULT_QUEUE_DEPTH = 16  # commands in flight per session (measured: see the README)
@@ -657,23 +657,6 @@ class Session:
         self._waiting.clear()
         self._held.clear()
         self.pump.close()
-
-
-class ScsiError(EndpointError):
-    """A command ended in CHECK CONDITION; ``sense_key`` says which kind."""
-
-    def __init__(
-        self,
-        endpoint: str,
-        operation: str,
-        reason: str,
-        offset: int | None,
-        length: int | None,
-        *,
-        sense_key: int,
-    ) -> None:
-        self.sense_key = sense_key
-        super().__init__(endpoint, operation, reason, offset, length)
 
 
 def connect_error(name: str, reason: str) -> Exception:

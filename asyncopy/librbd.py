@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import trio
 
 from asyncopy._librbd import ffi, lib
+from asyncopy.errors import RbdError
 
 POLL_BATCH = 32  # completions taken per rbd_poll_io_events call
 EXCLUSIVE_LOCK = int(lib.RBD_FEATURE_EXCLUSIVE_LOCK)
@@ -39,14 +40,6 @@ FAST_DIFF = int(lib.RBD_FEATURE_FAST_DIFF)
 FAST_DIFF_INVALID = int(lib.RBD_FLAG_FAST_DIFF_INVALID)
 CData = Any  # a cffi pointer
 T = TypeVar("T")
-
-
-class RbdError(Exception):
-    """A librados or librbd call failed: which call, and its errno."""
-
-    def __init__(self, call: str, number: int, detail: str = "") -> None:
-        self.call, self.errno, self.detail = call, number, detail
-        super().__init__(f"{call}{' ' + detail if detail else ''}: {os.strerror(number)}")
 
 
 def check(call: str, result: int, detail: str = "") -> int:

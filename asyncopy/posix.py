@@ -29,7 +29,7 @@ from typing import TypeVar
 import trio
 
 from asyncopy.endpoint import Extent, ExtentKind, Identity
-from asyncopy.errors import UsageError, endpoint_errors
+from asyncopy.errors import UsageError, map_errors
 
 T = TypeVar("T")
 
@@ -73,7 +73,7 @@ class FdVolume:
         *args: object,
     ) -> T:
         """Run a blocking call in a thread; an OSError names this volume and the offset."""
-        with endpoint_errors(self.name, operation, offset, length):
+        with map_errors(self.name, operation, offset, length):
             return await trio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
     async def read_into(self, offset: int, buf: memoryview) -> int:
@@ -255,7 +255,7 @@ async def open_fd(path: str, flags: int, what: str) -> int:
 
 def close_fd(name: str, fd: int) -> None:
     """Close synchronously (it must happen under cancellation too); an error fails the copy."""
-    with endpoint_errors(name, "close"):
+    with map_errors(name, "close"):
         os.close(fd)
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import trio
 
 from asyncopy.endpoint import Extent, Sink, Volume, all_data
-from asyncopy.errors import EndpointError, endpoint_errors
+from asyncopy.errors import EndpointError, map_errors
 
 
 class MemoryVolume:
@@ -166,7 +166,7 @@ class FaultyVolume(_Wrapper):
     async def read_into(self, offset: int, buf: memoryview) -> int:
         self.faults.reads_started.append(offset)
         await trio.sleep(self.faults.delay)
-        with endpoint_errors(self.name, "read", offset, len(buf)):
+        with map_errors(self.name, "read", offset, len(buf)):
             if self._hits(self.faults.read_eio_at, offset, len(buf)):
                 raise OSError(errno.EIO, "Input/output error")
         got = await self.inner.read_into(offset, buf)
@@ -176,7 +176,7 @@ class FaultyVolume(_Wrapper):
 
     async def write(self, offset: int, data: memoryview) -> None:
         await trio.sleep(self.faults.delay)
-        with endpoint_errors(self.name, "write", offset, len(data)):
+        with map_errors(self.name, "write", offset, len(data)):
             if self._hits(self.faults.write_eio_at, offset, len(data)):
                 raise OSError(errno.EIO, "Input/output error")
         at = self.faults.corrupt_write_at
@@ -187,7 +187,7 @@ class FaultyVolume(_Wrapper):
         await super().write(offset, data)
 
     async def flush(self) -> None:
-        with endpoint_errors(self.name, "flush"):
+        with map_errors(self.name, "flush"):
             if self.faults.flush_eio:
                 raise OSError(errno.EIO, "Input/output error")
         await super().flush()

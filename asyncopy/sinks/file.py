@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 
 from asyncopy.endpoint import Extent
-from asyncopy.errors import UsageError, endpoint_errors
+from asyncopy.errors import UsageError, map_errors
 from asyncopy.posix import (
     DIRECT_ALIGN,
     FdVolume,
@@ -70,7 +70,7 @@ async def open_file_sink(
     flags = os.O_RDWR if exists else os.O_RDWR | os.O_CREAT | os.O_EXCL
     fd = await open_fd(path, flags, "destination")
     try:
-        with endpoint_errors(path, "create"):
+        with map_errors(path, "create"):
             if not exists:
                 os.ftruncate(fd, size)
             st = os.fstat(fd)

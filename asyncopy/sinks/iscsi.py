@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from asyncopy.errors import UsageError
-from asyncopy.iscsi import IscsiOptions, IscsiSpec, PumpFactory, ScsiError, ThreadPump, open_session
+from asyncopy.errors import ScsiError, UsageError
+from asyncopy.iscsi import IscsiOptions, IscsiSpec, PumpFactory, ThreadPump, open_session
 from asyncopy.sources.iscsi import IscsiVolume
 
 ILLEGAL_REQUEST = 0x05

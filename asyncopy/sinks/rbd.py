@@ -15,10 +15,10 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from asyncopy.ceph import CephOptions, RbdCreate, RbdSpec, ceph_errors, connect, open_image
+from asyncopy.ceph import CephOptions, RbdCreate, RbdSpec, connect, open_image
 from asyncopy.endpoint import ExtentKind
-from asyncopy.errors import UsageError
-from asyncopy.librbd import Image, Pool, RbdError
+from asyncopy.errors import RbdError, UsageError, map_errors
+from asyncopy.librbd import Image, Pool
 from asyncopy.sources.rbd import RbdVolume, refuse_if_in_use
 
 
@@ -30,16 +30,16 @@ class RbdSink(RbdVolume):
         self.known_zero = known_zero
 
     async def write(self, offset: int, data: memoryview) -> None:
-        with ceph_errors(self.name, "write", offset, len(data)):
+        with map_errors(self.name, "write", offset, len(data)):
             await self.image.write(offset, data)
 
     async def write_zeroes(self, offset: int, length: int) -> bool:
-        with ceph_errors(self.name, "zero", offset, length):
+        with map_errors(self.name, "zero", offset, length):
             await self.image.write_zeroes(offset, length)
         return True
 
     async def flush(self) -> None:
-        with ceph_errors(self.name, "flush"):
+        with map_errors(self.name, "flush"):
             await self.image.flush()
 
 
@@ -108,7 +108,7 @@ async def hold_lock(sink: RbdSink) -> None:
     reaches the OSDs and fails within the librados timeout.
     """
     if sink.exclusive_lock:
-        with ceph_errors(sink.name, "lock"):
+        with map_errors(sink.name, "lock"):
             await sink.image.lock_exclusive()
 
 
@@ -116,7 +116,7 @@ async def _create(
     ioctx: Pool, spec: RbdSpec, size: int, order: int | None, features: int | None, pool: str | None
 ) -> bool:
     """Create the image; False if it already exists."""
-    with ceph_errors(str(spec), "create"):
+    with map_errors(str(spec), "create"):
         return await ioctx.create(spec.image, size, order=order, features=features, data_pool=pool)
 
 

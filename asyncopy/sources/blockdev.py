@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from asyncopy.endpoint import Extent, all_data
-from asyncopy.errors import endpoint_errors
+from asyncopy.errors import map_errors
 from asyncopy.posix import FdSource, block_device_geometry, close_fd, open_direct, open_fd
 
 
@@ -25,7 +25,7 @@ async def open_block_source(path: str) -> AsyncIterator[BlockDeviceSource]:
     """Open a block device read-only, bypassing the page cache."""
     fd = await open_fd(path, os.O_RDONLY, "source")
     try:
-        with endpoint_errors(path, "geometry"):
+        with map_errors(path, "geometry"):
             geometry = block_device_geometry(fd)
         direct = await open_direct(path, os.O_RDONLY, "source")
         try:

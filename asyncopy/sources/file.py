@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 from asyncopy.endpoint import Extent
-from asyncopy.errors import endpoint_errors
+from asyncopy.errors import map_errors
 from asyncopy.posix import DIRECT_ALIGN, FdSource, close_fd, open_direct, open_fd, seek_extents
 
 
@@ -26,7 +26,7 @@ async def open_file_source(path: str) -> AsyncIterator[FileSource]:
     """Open a regular file read-only."""
     fd = await open_fd(path, os.O_RDONLY, "source")
     try:
-        with endpoint_errors(path, "stat"):
+        with map_errors(path, "stat"):
             st = os.fstat(fd)
         direct = await open_direct(path, os.O_RDONLY, "source")
         try:

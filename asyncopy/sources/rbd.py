@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from asyncopy.ceph import CephOptions, RbdSpec, ceph_errors, connect, open_image
+from asyncopy.ceph import CephOptions, RbdSpec, connect, open_image
 from asyncopy.endpoint import Extent, ExtentKind, Identity
-from asyncopy.errors import EndpointError, UsageError
+from asyncopy.errors import EndpointError, UsageError, map_errors
 from asyncopy.librbd import EXCLUSIVE_LOCK, FAST_DIFF, FAST_DIFF_INVALID, HeaderWatch, Image
 
 METADATA_THREADS = 4
@@ -43,21 +43,21 @@ class RbdVolume:
         self._metadata = trio.CapacityLimiter(METADATA_THREADS)
 
     def identities(self) -> frozenset[Identity]:
-        with ceph_errors(self.name, "identify"):
+        with map_errors(self.name, "identify"):
             return frozenset({("rbd", *self.image.identity(), self.snapshot)})
 
     async def read_into(self, offset: int, buf: memoryview) -> int:
         length = max(0, min(len(buf), self.size - offset))
         if length == 0:
             return 0
-        with ceph_errors(self.name, "read", offset, length):
+        with map_errors(self.name, "read", offset, length):
             got = await self.image.read(offset, buf[:length])
         if got < length:
             raise EndpointError(self.name, "read", f"short read: {got} bytes", offset, length)
         return got
 
     async def extents(self, offset: int, length: int) -> Sequence[Extent]:
-        with ceph_errors(self.name, "map", offset, length):
+        with map_errors(self.name, "map", offset, length):
             async with self._metadata:
                 found = await self.image.allocated(offset, length, self.whole_object)
         return fill_holes(offset, length, found)
@@ -105,19 +105,19 @@ async def open_rbd_source(spec: RbdSpec, options: CephOptions) -> AsyncIterator[
             return
         source.others_allowed = options.callers_handles
         await refuse_if_in_use(source, "source", others_allowed=options.callers_handles)
-        with ceph_errors(source.name, "watch"):
+        with map_errors(source.name, "watch"):
             source.watch = await image.watch_header()
         try:
             yield source
         finally:
-            with trio.CancelScope(shield=True), ceph_errors(source.name, "unwatch"):
+            with trio.CancelScope(shield=True), map_errors(source.name, "unwatch"):
                 await source.watch.stop()
 
 
 async def other_clients(volume: RbdVolume) -> int:
     """How many other clients watch the image (each writer does; so does a watched source of
     another process)."""
-    with ceph_errors(volume.name, "open"):
+    with map_errors(volume.name, "open"):
         watchers = await volume.image.watchers()
     own = 0 if volume.image_read_only else 1  # a writable handle watches its image
     return len(watchers) - own
