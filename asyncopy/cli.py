@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from asyncopy.uri import EndpointOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-MAX_CEPH_TIMEOUT = float(settings.MAX_TIMEOUT)
+MAX_TIMEOUT = float(settings.MAX_TIMEOUT)  # seconds, for --ceph-timeout and --iscsi-timeout
 _LIBRADOS = "librados' default"
 
 
@@ -45,11 +45,14 @@ def _parser() -> argparse.ArgumentParser:
 
     cp = commands.add_parser("copy", help="copy SRC onto DST")
     cp.add_argument(
-        "src", help="source: a path, file:PATH, rbd:POOL/IMAGE[@SNAP][:opt=val] or iscsi://..."
+        "src",
+        help="source: a path, file:PATH, rbd:POOL/IMAGE[@SNAP][:opt=val], iscsi://... or "
+        "brick:CONNECTION_INFO.json",
     )
     cp.add_argument(
         "dst",
-        help="destination: a path, file:PATH, rbd:POOL/IMAGE (created if missing) or iscsi://...",
+        help="destination: a path, file:PATH, rbd:POOL/IMAGE (created if missing), iscsi://... or "
+        "brick:CONNECTION_INFO.json",
     )
     _config_file(cp)
     cp.add_argument(
@@ -257,10 +260,10 @@ def _endpoint_options(
     create: RbdCreate | None = None,
 ) -> EndpointOptions:
     """``[asyncopy]``'s endpoint options, and ``create`` for a new image; the flags given win."""
-    if args.ceph_timeout is not None and not 0 < args.ceph_timeout <= MAX_CEPH_TIMEOUT:
-        raise UsageError(f"--ceph-timeout must be more than 0 and at most {MAX_CEPH_TIMEOUT}")
-    if args.iscsi_timeout is not None and not 0 < args.iscsi_timeout <= MAX_CEPH_TIMEOUT:
-        raise UsageError(f"--iscsi-timeout must be more than 0 and at most {MAX_CEPH_TIMEOUT:.0f}")
+    if args.ceph_timeout is not None and not 0 < args.ceph_timeout <= MAX_TIMEOUT:
+        raise UsageError(f"--ceph-timeout must be more than 0 and at most {MAX_TIMEOUT}")
+    if args.iscsi_timeout is not None and not 0 < args.iscsi_timeout <= MAX_TIMEOUT:
+        raise UsageError(f"--iscsi-timeout must be more than 0 and at most {MAX_TIMEOUT:.0f}")
     options = settings.endpoint_options(
         values,
         ceph_conf,

@@ -4,8 +4,9 @@ Design:
 - The source is cut on the digest grid of ``chunk_size`` chunks. A planner asks the source's
   allocation map window by window and sends each chunk down an unbuffered channel, merging
   chunks with no data into zero runs (nothing is read for them).
-- ``workers`` tasks, each owning one aligned buffer, take chunks: so no more than
-  workers * chunk_size bytes are ever held, whatever the volume size. A worker reads the
+- ``workers`` tasks, each owning one aligned buffer, take chunks: the engine's own buffers
+  are workers * chunk_size bytes, whatever the volume size (a library may hold as much
+  again in requests in flight: librados' receive buffers). A worker reads the
   chunk's data ranges into it (the rest of the buffer is zero-filled), hashes it and finds
   its all-zero ``sparse_size`` blocks on the event loop (for a 4 MiB chunk that costs less
   than a hop to a thread and back), then writes the data runs from the same buffer. Chunks
@@ -20,6 +21,12 @@ Design:
   with ``verify`` it is then re-read and every chunk's digest compared with the source's.
   Chunks are hashed (xxh3-128) only for ``verify`` or
   when the result's digests are wanted (a manifest): a plain copy skips it.
+
+A chunk's way through the modules: ``chunks.plan_volume`` asks the source's ``extents``
+(``sources/``) and ``plan`` cuts them into ``DataChunk``s and ``ZeroRun``s; ``chunks.fan_out``
+hands each to a worker here; ``chunks.read_chunk`` reads it into the worker's buffer;
+``plan`` finds its zero blocks and ``verify`` hashes it; ``rate`` charges it; the sink
+(``sinks/``) writes its data runs and zeroes the rest; ``verify.digest_volume`` re-reads it.
 """
 
 from __future__ import annotations
