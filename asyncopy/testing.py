@@ -8,7 +8,6 @@ any endpoint and injects EIO at an offset, short reads, silent corruption and de
 from __future__ import annotations
 
 import errno
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -211,24 +210,3 @@ class RecordingSink(_Wrapper):
     async def flush(self) -> None:
         self.ops.append(("flush", 0, 0))
         await super().flush()
-
-
-def make_sparse_image(
-    path: str, size: int, fraction: float, *, block: int = 4 << 20, seed: int = 0
-) -> int:
-    """Write a sparse file of ``size`` bytes with about ``fraction`` of its ``block``-sized
-    blocks filled with distinct random-looking data, scattered; return the bytes written."""
-    rng = random.Random(seed)
-    pattern = bytearray(rng.randbytes(block))
-    blocks = -(-size // block)
-    chosen = sorted(rng.sample(range(blocks), round(blocks * fraction)))
-    written = 0
-    with open(path, "wb") as out:
-        out.truncate(size)
-        for index in chosen:
-            pattern[:8] = index.to_bytes(8, "little")  # every block differs
-            length = min(block, size - index * block)
-            out.seek(index * block)
-            out.write(pattern[:length])
-            written += length
-    return written

@@ -15,8 +15,8 @@ only through the kernel initiator, which this host lacks).
 
 from __future__ import annotations
 
+import errno
 import json
-import os
 import random
 import shlex
 import sys
@@ -30,6 +30,7 @@ from typing import Any, Literal
 import xxhash
 
 from devtools import devstack
+from devtools.images import write_sparse
 
 ASYNCOPY = (sys.executable, "-m", "asyncopy")
 CINDER_COPY = (sys.executable, "-m", "benchmarks.cinder_copy")
@@ -228,14 +229,10 @@ def blocks(size: int, count: int, seed: int) -> Iterator[tuple[int, bytes]]:
 
 
 def write_file(path: Path, size: int, data: Iterable[tuple[int, bytes]]) -> None:
-    """A sparse file of ``size`` bytes holding ``data``."""
-    with open(path, "xb") as out:
-        out.truncate(size)
-        for offset, chunk in data:
-            out.seek(offset)
-            out.write(chunk)
-        out.flush()
-        os.fsync(out.fileno())
+    """A new sparse file of ``size`` bytes holding ``data``, synced."""
+    if path.exists():
+        raise FileExistsError(errno.EEXIST, "exists already", str(path))
+    write_sparse(path, size, data, sync=True)
 
 
 def write_manifest(path: Path, size: int, data: Iterable[tuple[int, bytes]]) -> None:

@@ -40,9 +40,9 @@ from asyncopy.api import run_interruptibly as run
 from asyncopy.engine import CopyOptions, CopyResult
 from asyncopy.errors import AsyncopyError, UsageError
 from asyncopy.sizes import human, parse_size
-from asyncopy.testing import make_sparse_image
 from benchmarks.cinder_runs import MANAGERS, migrate_there_and_back
 from devtools import devstack
+from devtools.images import make_sparse_image
 from devtools.loopdev import loop_device
 
 MIB = 1 << 20

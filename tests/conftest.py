@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from devtools import devstack
+from devtools.images import write_sparse
 from devtools.loopdev import loop_device
 from tests.cephtools import Cluster
 
@@ -22,13 +23,10 @@ def write_pattern(path: Path, size: int, data_at: list[tuple[int, int]], seed: i
     """A sparse file of ``size`` with random bytes at (offset, length) runs; returns its bytes."""
     rng = random.Random(seed)
     image = bytearray(size)
-    with open(path, "wb") as out:
-        out.truncate(size)
-        for offset, length in data_at:
-            chunk = rng.randbytes(length)
-            image[offset : offset + length] = chunk
-            out.seek(offset)
-            out.write(chunk)
+    runs = [(offset, rng.randbytes(length)) for offset, length in data_at]
+    for offset, chunk in runs:
+        image[offset : offset + len(chunk)] = chunk
+    write_sparse(path, size, runs)
     return bytes(image)
 
 
