@@ -11,7 +11,20 @@ notification and counts those that say another client took the image's lock.
 
 from cffi import FFI
 
-CDEF = """
+# A source's header watch: what the C callbacks count, shared by the cdef and the source.
+WATCH_STRUCT = """
+struct asyncopy_watch {
+    rados_ioctx_t io;
+    char oid[128];
+    uint64_t cookie;
+    long notifications;
+    long lock_taken;
+    long errors;
+};
+"""
+
+CDEF = (
+    """
 typedef void *rados_t;
 typedef void *rados_ioctx_t;
 typedef void *rbd_image_t;
@@ -98,20 +111,16 @@ int eventfd(unsigned int initval, int flags);
 extern "Python" int asyncopy_diff_extent(uint64_t, size_t, int, void *);
 
 void rados_watch_flush(rados_t cluster);
-struct asyncopy_watch {
-    rados_ioctx_t io;
-    char oid[128];
-    uint64_t cookie;
-    long notifications;
-    long lock_taken;
-    long errors;
-};
-int asyncopy_watch_start(struct asyncopy_watch *watch);
+"""
+    + WATCH_STRUCT
+    + """int asyncopy_watch_start(struct asyncopy_watch *watch);
 int asyncopy_watch_stop(struct asyncopy_watch *watch);
 long asyncopy_watch_read(long *counter);
 """
+)
 
-SOURCE = """
+SOURCE = (
+    """
 #include <sys/eventfd.h>
 #include <rados/librados.h>
 #include <rbd/librbd.h>
@@ -119,15 +128,9 @@ SOURCE = """
 #define EVENTFD_CLOEXEC EFD_CLOEXEC
 #include <string.h>
 
-struct asyncopy_watch {
-    rados_ioctx_t io;
-    char oid[128];
-    uint64_t cookie;
-    long notifications;
-    long lock_taken;
-    long errors;
-};
-
+"""
+    + WATCH_STRUCT
+    + """
 /* librbd's header notifications (librbd/WatchNotifyTypes.h): ENCODE_START's version, compat
    and length (6 bytes), then the 32-bit little-endian NotifyOp. */
 enum { NOTIFY_OP_ACQUIRED_LOCK = 0, NOTIFY_OP_REQUEST_LOCK = 2 };
@@ -167,6 +170,7 @@ static long asyncopy_watch_read(long *counter) {
     return __atomic_load_n(counter, __ATOMIC_SEQ_CST);
 }
 """
+)
 
 ffi = FFI()
 ffi.cdef(CDEF)

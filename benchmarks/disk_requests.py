@@ -1,20 +1,21 @@
 """What a copy asks of the disk: how many requests of what size reach the block device.
 
 ``python -m benchmarks.disk_requests --path DIR [--rounds 3] [--cleanup CMD] -- CMD...``
-runs each shell command ``CMD`` in turn, ``--rounds`` times interleaved, each after the page
-cache is dropped and each followed by a ``sync`` of the filesystem holding ``DIR`` (counted,
-as ``make bench`` counts it), then ``--cleanup`` (not counted). For each run it reads the
-counters of the block device holding ``DIR`` (``/sys/dev/block/MAJ:MIN/stat``) before and
-after, and prints the wall time and the reads and writes that device completed: how many, of
-what mean size, and their summed time in the device's queue. Other work on the same device
-(an OSD's) is counted too: run it on an otherwise idle machine, and compare commands that do
-the same work.
+runs each command ``CMD`` (split as a shell would, never run by one) in turn, ``--rounds``
+times interleaved, each after the page cache is dropped and each followed by a ``sync`` of
+the filesystem holding ``DIR`` (counted, as ``make bench`` counts it), then ``--cleanup``
+(not counted). For each run it reads the counters of the block device holding ``DIR``
+(``/sys/dev/block/MAJ:MIN/stat``) before and after, and prints the wall time and the reads
+and writes that device completed: how many, of what mean size, and their summed time in the
+device's queue. Other work on the same device (an OSD's) is counted too: run it on an
+otherwise idle machine, and compare commands that do the same work.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -69,7 +70,7 @@ def delta(before: Sequence[int], after: Sequence[int]) -> tuple[Requests, Reques
 def one(command: str, stat: Path, path: str) -> Span:
     drop_caches()
     before, started = counters(stat), time.monotonic()
-    subprocess.run(command, shell=True, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(shlex.split(command), check=True, stdout=subprocess.DEVNULL)
     subprocess.run(["sync", "-f", path], check=True)
     seconds, after = time.monotonic() - started, counters(stat)
     return Span(seconds, *delta(before, after))
@@ -93,8 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.disk_requests")
     parser.add_argument("--path", required=True, help="a path on the device to watch")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--cleanup", help="shell command run after every run, not counted")
-    parser.add_argument("commands", nargs="+", help="shell commands to compare")
+    parser.add_argument("--cleanup", help="command run after every run, not counted")
+    parser.add_argument("commands", nargs="+", help="commands to compare")
     args = parser.parse_args(argv)
     stat = stat_file(args.path)
     found: dict[str, list[Span]] = {command: [] for command in args.commands}
@@ -102,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for command in args.commands:
             found[command].append(one(command, stat, args.path))
             if args.cleanup:
-                subprocess.run(args.cleanup, shell=True, check=True)
+                subprocess.run(shlex.split(args.cleanup), check=True)
     for command, spans in found.items():
         print(f"{describe(spans)}  {command}")
     return 0

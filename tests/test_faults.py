@@ -395,6 +395,19 @@ def endpoint(
     return lun.url
 
 
+def fault_mid_copy(
+    stack: devstack.Stack, daemon: str, fault: signal.Signals, *args: str
+) -> tuple[subprocess.Popen[str], str, float]:
+    """Start a copy, send ``fault`` to the stack's ``daemon`` once it is under way; the
+    copy, its stderr, and the seconds from the fault to its end."""
+    child = start_copy(*args)
+    (target,) = [started for started in stack.daemons if started.name == daemon]
+    os.kill(target.pid, fault)
+    started = time.monotonic()
+    _, errors = child.communicate(timeout=60)
+    return child, errors, time.monotonic() - started
+
+
 @pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "stopped"])
 @pytest.mark.parametrize(("src_kind", "dst_kind"), PATHS, ids=[f"{a}-{b}" for a, b in PATHS])
 def test_the_osd_failing_mid_copy_fails_it_in_bounded_time(
@@ -410,12 +423,9 @@ def test_the_osd_failing_mid_copy_fails_it_in_bounded_time(
     try:
         src = endpoint(src_kind, "src", stack, dense, tmp_path, make_loop)
         dst = endpoint(dst_kind, "dst", stack, dense, tmp_path, make_loop)
-        child = start_copy("--ceph-timeout", str(CEPH_TIMEOUT), src, dst)
-        (osd,) = [daemon for daemon in stack.daemons if daemon.name == "ceph-osd"]
-        os.kill(osd.pid, fault)
-        started = time.monotonic()
-        _, errors = child.communicate(timeout=60)
-        elapsed = time.monotonic() - started
+        child, errors, elapsed = fault_mid_copy(
+            stack, "ceph-osd", fault, "--ceph-timeout", str(CEPH_TIMEOUT), src, dst
+        )
     finally:
         devstack.down(tmp_path / "stack")
     assert child.returncode == 1, errors
@@ -582,12 +592,9 @@ def test_tgtd_failing_mid_copy_fails_it_in_bounded_time(
         else:
             subprocess.run(["cp", "--sparse=never", str(dense), lun.backing], check=True)
             src, dst = lun.url, str(output)
-        child = start_copy("--iscsi-timeout", str(ISCSI_TIMEOUT), src, dst)
-        (tgtd,) = [daemon for daemon in stack.daemons if daemon.name == "tgtd"]
-        os.kill(tgtd.pid, fault)
-        started = time.monotonic()
-        _, errors = child.communicate(timeout=60)
-        elapsed = time.monotonic() - started
+        child, errors, elapsed = fault_mid_copy(
+            stack, "tgtd", fault, "--iscsi-timeout", str(ISCSI_TIMEOUT), src, dst
+        )
     finally:
         devstack.down(tmp_path / "stack")
     assert child.returncode == 1, errors
