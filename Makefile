@@ -12,7 +12,7 @@ CODE := asyncopy devtools tests benchmarks scripts
 
 .PHONY: test lint demo bench deps bytecode clean
 
-$(BIN)/.installed: pyproject.toml setup.py asyncopy/_iscsi_build.py scripts/link-ceph-python asyncopy/_rbd_build.py
+$(BIN)/.installed: pyproject.toml setup.py asyncopy/access/_iscsi_build.py scripts/link-ceph-python asyncopy/access/_rbd_build.py
 	scripts/ensure-debs $(DEBS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

@@ -1,6 +1,6 @@
-"""Builds the cffi extensions ``asyncopy._libiscsi`` and ``asyncopy._librbd``; everything
-else is in pyproject.toml."""
+"""Builds the cffi extensions ``asyncopy.access._libiscsi`` and ``asyncopy.access._librbd``;
+everything else is in pyproject.toml."""
 
 from setuptools import setup
 
-setup(cffi_modules=["asyncopy/_iscsi_build.py:ffi", "asyncopy/_rbd_build.py:ffi"])
+setup(cffi_modules=["asyncopy/access/_iscsi_build.py:ffi", "asyncopy/access/_rbd_build.py:ffi"])

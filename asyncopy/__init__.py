@@ -10,10 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from asyncopy.access.ceph import CephOptions, RbdCreate
     from asyncopy.api import copy_sync, copy_uri, verify_manifest, verify_uris
-    from asyncopy.ceph import CephOptions, RbdCreate
-    from asyncopy.endpoint import Extent, ExtentKind, Sink, Source, Volume, all_data
-    from asyncopy.engine import CopyOptions, CopyResult, Progress, copy
+    from asyncopy.core.endpoint import Extent, ExtentKind, Sink, Source, Volume, all_data
+    from asyncopy.core.engine import CopyOptions, CopyResult, Progress, copy
     from asyncopy.errors import (
         AsyncopyError,
         CopyFailed,
@@ -21,13 +21,13 @@ if TYPE_CHECKING:
         UsageError,
         VerificationFailed,
     )
-    from asyncopy.uri import EndpointOptions, open_sink, open_source
+    from asyncopy.specs import EndpointOptions, open_sink, open_source
 
 _WHERE = {
     "asyncopy.api": ["copy_sync", "copy_uri", "verify_manifest", "verify_uris"],
-    "asyncopy.ceph": ["CephOptions", "RbdCreate"],
-    "asyncopy.endpoint": ["Extent", "ExtentKind", "Sink", "Source", "Volume", "all_data"],
-    "asyncopy.engine": ["CopyOptions", "CopyResult", "Progress", "copy"],
+    "asyncopy.access.ceph": ["CephOptions", "RbdCreate"],
+    "asyncopy.core.endpoint": ["Extent", "ExtentKind", "Sink", "Source", "Volume", "all_data"],
+    "asyncopy.core.engine": ["CopyOptions", "CopyResult", "Progress", "copy"],
     "asyncopy.errors": [
         "AsyncopyError",
         "CopyFailed",
@@ -35,7 +35,7 @@ _WHERE = {
         "UsageError",
         "VerificationFailed",
     ],
-    "asyncopy.uri": ["EndpointOptions", "open_sink", "open_source"],
+    "asyncopy.specs": ["EndpointOptions", "open_sink", "open_source"],
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 

@@ -15,12 +15,12 @@ from typing import TypeVar
 
 import trio
 
-from asyncopy.endpoint import Identified, Identity, Volume
-from asyncopy.engine import CopyOptions, CopyResult, ProgressCallback, copy
+from asyncopy.access.posix import path_identities
+from asyncopy.core.endpoint import Identified, Identity, Volume
+from asyncopy.core.engine import CopyOptions, CopyResult, ProgressCallback, copy
+from asyncopy.core.verify import Manifest, check_manifest, compare, manifest_file
 from asyncopy.errors import Terminated, UsageError
-from asyncopy.posix import path_identities
-from asyncopy.uri import EndpointOptions, check, open_sink, open_source, parse
-from asyncopy.verify import Manifest, check_manifest, compare, manifest_file
+from asyncopy.specs import EndpointOptions, check, open_sink, open_source, parse
 
 T = TypeVar("T")
 

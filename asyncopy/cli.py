@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, NoReturn
 
 from asyncopy import settings
 from asyncopy.api import copy_uri, run_interruptibly, verify_manifest, verify_uris
+from asyncopy.core.sizes import human, parse_size
 from asyncopy.errors import AsyncopyError, CopyFailed, Terminated, UsageError
 from asyncopy.process import exit_process, tune_for_copy
-from asyncopy.sizes import human, parse_size
 
 if TYPE_CHECKING:
-    from asyncopy.ceph import RbdCreate
-    from asyncopy.engine import CopyResult, Progress
-    from asyncopy.uri import EndpointOptions
+    from asyncopy.access.ceph import RbdCreate
+    from asyncopy.core.engine import CopyResult, Progress
+    from asyncopy.specs import EndpointOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
 MAX_TIMEOUT = float(settings.MAX_TIMEOUT)  # seconds, for --ceph-timeout and --iscsi-timeout
@@ -185,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _warn_of_secrets(*specs: str | None) -> None:
-    from asyncopy.uri import secret_in
+    from asyncopy.specs import secret_in
 
     for spec in specs:
         warning = secret_in(spec) if spec else None
@@ -279,7 +279,7 @@ def _settings(files: Sequence[str]) -> settings.Settings:
     to import: a tenth of a second off every run)."""
     if not files:
         return settings.DEFAULTS
-    from asyncopy import config
+    from asyncopy.cinder import config
 
     return config.group(config.load(files))
 
@@ -298,7 +298,7 @@ def _create_options(args: argparse.Namespace) -> RbdCreate | None:
     given = (args.object_size, args.image_features, args.data_pool)
     if all(value is None for value in given) and not args.keep_on_failure:
         return None
-    from asyncopy.ceph import RbdCreate
+    from asyncopy.access.ceph import RbdCreate
 
     features = None
     if args.image_features is not None:

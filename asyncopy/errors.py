@@ -95,7 +95,8 @@ class ScsiError(EndpointError):
 
 class RbdError(Exception):
     """A librados or librbd call failed: which call, and its errno. Raised by the binding
-    (``asyncopy.librbd``); ``map_errors`` turns it into an ``EndpointError`` at the endpoint."""
+    (``asyncopy.access.librbd``); ``map_errors`` turns it into an ``EndpointError`` at the
+    endpoint."""
 
     def __init__(self, call: str, number: int, detail: str = "") -> None:
         self.call, self.errno, self.detail = call, number, detail

@@ -31,7 +31,7 @@ def exit_process(code: int) -> NoReturn:
     on, the interpreter's teardown is skipped (``os._exit`` once the output is flushed): it
     would free buffers librbd may still write into, and run librados' destructors under its
     live threads (a segfault at exit, seen with an OSD killed mid-copy)."""
-    librbd = sys.modules.get("asyncopy.librbd")
+    librbd = sys.modules.get("asyncopy.access.librbd")
     if librbd is not None and librbd.abandoned_images():
         sys.stdout.flush()
         sys.stderr.flush()

@@ -1,6 +1,6 @@
 """The ``[asyncopy]`` settings as plain values, without oslo.config.
 
-``asyncopy.config`` declares them as oslo.config options and reads them from files; this
+``asyncopy.cinder.config`` declares them as oslo.config options and reads them from files; this
 module holds what needs no files: the defaults (read from the engine's and the endpoints'
 own), how they are shown, and how a group of values (plus overriding flags) becomes the
 engine's and the endpoints' options. The command line imports oslo.config only when it is
@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeVar
 
-from asyncopy.ceph import CephOptions
-from asyncopy.engine import CopyOptions
-from asyncopy.iscsi import IscsiOptions
-from asyncopy.uri import EndpointOptions
+from asyncopy.access.ceph import CephOptions
+from asyncopy.access.iscsi import IscsiOptions
+from asyncopy.core.engine import CopyOptions
+from asyncopy.specs import EndpointOptions
 
 GROUP = "asyncopy"
 MAX_TIMEOUT = 3600  # seconds, for Ceph and iSCSI alike

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from asyncopy.endpoint import Extent, Sink, Volume, all_data
+from asyncopy.core.endpoint import Extent, Sink, Volume, all_data
 from asyncopy.errors import EndpointError, map_errors
 
 

@@ -51,9 +51,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from asyncopy.engine import DEFAULT_MAX_INFLIGHT
+from asyncopy.core.engine import DEFAULT_MAX_INFLIGHT
+from asyncopy.core.sizes import human, parse_size
 from asyncopy.errors import AsyncopyError
-from asyncopy.sizes import human, parse_size
 from benchmarks import report
 from benchmarks.cinder_runs import MANAGERS, migrate_there_and_back
 from benchmarks.measure import (

@@ -601,7 +601,7 @@ def interrupt_once(
     return {
         "error": None,
         "kill_seconds": round(time.monotonic() - started, 3),
-        "copy_children": [c for c in child_processes() if "asyncopy.connection" in c],
+        "copy_children": [c for c in child_processes() if "asyncopy.cinder.child" in c],
         "source_watchers": backends.watchers(volume.name),
         "attachments": cinder.attachments_not_detached(),
         "progress_after": cinder.admin_metadata(volume.id).get(PROGRESS_KEY),

@@ -5,7 +5,7 @@ memory source with random data, and copies it onto a thin LUN and back into memo
 (queue depth, transfer size) pair, in rounds whose order rotates. Each copy runs in this
 process; its wall time and the process's CPU time (every thread: the pump's included) are
 measured around it. Prints one line per pair: the medians of writing and of reading, in
-seconds and CPU-seconds per GiB. The defaults in ``asyncopy.iscsi`` were chosen from it.
+seconds and CPU-seconds per GiB. The defaults in ``asyncopy.access.iscsi`` were chosen from it.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import trio
 
-from asyncopy.engine import CopyOptions, copy
-from asyncopy.iscsi import IscsiOptions, parse_iscsi
+from asyncopy.access.iscsi import IscsiOptions, parse_iscsi
+from asyncopy.core.engine import CopyOptions, copy
+from asyncopy.core.sizes import parse_size
 from asyncopy.sinks.iscsi import open_iscsi_sink
-from asyncopy.sizes import parse_size
 from asyncopy.sources.iscsi import open_iscsi_source
 from asyncopy.testing import MemoryVolume
 from devtools import devstack

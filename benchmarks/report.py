@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from asyncopy.engine import DEFAULT_MAX_INFLIGHT
-from asyncopy.sizes import human
+from asyncopy.core.engine import DEFAULT_MAX_INFLIGHT
+from asyncopy.core.sizes import human
 from benchmarks.measure import Run
 
 MiB, GiB = 1 << 20, 1 << 30

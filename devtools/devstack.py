@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asyncopy.core.sizes import parse_size
 from asyncopy.errors import UsageError
-from asyncopy.sizes import parse_size
 
 STATE_FILE = "devstack.json"
 POOL = "rbd"

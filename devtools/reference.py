@@ -6,7 +6,7 @@ concurrency and no zero detection, so that it is obviously right.
 
 from __future__ import annotations
 
-from asyncopy.endpoint import Sink, Volume
+from asyncopy.core.endpoint import Sink, Volume
 from asyncopy.errors import EndpointError
 
 BLOCK = 1 << 20

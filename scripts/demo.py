@@ -37,9 +37,9 @@ from pathlib import Path
 
 from asyncopy.api import copy_uri, verify_uris
 from asyncopy.api import run_interruptibly as run
-from asyncopy.engine import CopyOptions, CopyResult
+from asyncopy.core.engine import CopyOptions, CopyResult
+from asyncopy.core.sizes import human, parse_size
 from asyncopy.errors import AsyncopyError, UsageError
-from asyncopy.sizes import human, parse_size
 from benchmarks.cinder_runs import MANAGERS, migrate_there_and_back
 from devtools import devstack
 from devtools.images import make_sparse_image

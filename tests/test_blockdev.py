@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from asyncopy.api import copy_sync, copy_uri, verify_uris
-from asyncopy.chunks import aligned_buffer
-from asyncopy.engine import CopyOptions
+from asyncopy.core.engine import CopyOptions
+from asyncopy.core.pipeline import aligned_buffer
 from asyncopy.errors import EndpointError, UsageError
 from asyncopy.sources.blockdev import BlockDeviceSource
-from asyncopy.uri import open_source
+from asyncopy.specs import open_source
 from tests.conftest import MakeLoop, MiB, write_pattern
 
 LAYOUT = [(0, 4096), (3 * MiB, 256 * 1024), (7 * MiB, 1 * MiB)]

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import trio
 
-from asyncopy.brick import (
+from asyncopy.access.brick import (
     MASK,
     attach,
     load_connection_info,
@@ -31,13 +31,13 @@ from asyncopy.brick import (
     open_brick_source,
 )
 from asyncopy.cinder import copy_volume_data
-from asyncopy.connection import open_volume
-from asyncopy.engine import CopyOptions, copy
+from asyncopy.cinder.child import open_volume
+from asyncopy.core.engine import CopyOptions, copy
 from asyncopy.errors import CopyFailed, EndpointError, UsageError
 from asyncopy.sinks.file import FileSink
 from asyncopy.sources.file import FileSource
+from asyncopy.specs import open_sink, open_source
 from asyncopy.testing import Faults, FaultyVolume, MemoryVolume
-from asyncopy.uri import open_sink, open_source
 from benchmarks.cinder_runs import mounts_under
 from tests.cephtools import Cluster, qemu_identical
 from tests.conftest import MakeLoop, MiB, open_fds, write_pattern
@@ -465,7 +465,7 @@ async def test_without_os_brick_attaching_is_a_usage_error(
 
 
 def test_importing_asyncopy_does_not_import_os_brick() -> None:
-    code = "import sys, asyncopy, asyncopy.brick; print('os_brick' in sys.modules)"
+    code = "import sys, asyncopy, asyncopy.access.brick; print('os_brick' in sys.modules)"
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from asyncopy.cinder import copy_volume, copy_volume_data
-from asyncopy.connection import open_volume
-from asyncopy.engine import CopyOptions, copy
+from asyncopy.cinder.child import open_volume
+from asyncopy.core.engine import CopyOptions, copy
 from asyncopy.errors import CopyFailed, UsageError
 from asyncopy.sinks.rbd import RbdSink
 from devtools import devstack
@@ -90,7 +90,7 @@ def test_rbd_to_iscsi_through_the_user_space_initiator(
     lun = make_lun(SIZE, fill=random.Random(3).randbytes(SIZE))
     conf_file = tmp_path / "asyncopy.conf"
     conf_file.write_text("[asyncopy]\niscsi_transport = userspace\nverify = true\n")
-    from asyncopy import config
+    from asyncopy.cinder import config
 
     result = copy_volume_data(
         rbd_info(stack, src), iscsi_info(lun), SIZE, conf=config.load([str(conf_file)])

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from oslo_config import cfg
 
-from asyncopy import ceph, config, iscsi, settings
-from asyncopy.engine import (
+from asyncopy import settings
+from asyncopy.access import ceph, iscsi
+from asyncopy.cinder import config
+from asyncopy.core.engine import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_DEPTH,
     DEFAULT_MAX_INFLIGHT,
@@ -23,12 +25,12 @@ from asyncopy.engine import (
     CopyOptions,
 )
 from asyncopy.errors import UsageError
-from asyncopy.uri import EndpointOptions
+from asyncopy.specs import EndpointOptions
 from tests.conftest import MiB, write_pattern
 from tests.test_cli import run
 
 SAMPLE = Path(__file__).resolve().parent.parent / "etc" / "asyncopy.conf.sample"
-ENTRY_POINT = "asyncopy.config:list_opts"
+ENTRY_POINT = "asyncopy.cinder.config:list_opts"
 REGENERATE = "oslo-config-generator --namespace asyncopy --output-file etc/asyncopy.conf.sample"
 
 

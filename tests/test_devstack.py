@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from asyncopy.access.ceph import CephOptions
 from asyncopy.api import copy_sync, copy_uri, verify_uris
-from asyncopy.ceph import CephOptions
-from asyncopy.engine import copy
+from asyncopy.core.engine import copy
 from asyncopy.errors import CopyFailed, EndpointError
-from asyncopy.uri import EndpointOptions, open_sink, open_source
+from asyncopy.specs import EndpointOptions, open_sink, open_source
 from devtools import devstack
 from tests.cephtools import Cluster, MiB
 from tests.conftest import write_pattern

@@ -11,11 +11,11 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from asyncopy.endpoint import Extent, ExtentKind
-from asyncopy.engine import CopyOptions, CopyResult, Progress, copy
+from asyncopy.core.endpoint import Extent, ExtentKind
+from asyncopy.core.engine import CopyOptions, CopyResult, Progress, copy
+from asyncopy.core.verify import chunk_digest
 from asyncopy.errors import EndpointError, UsageError, VerificationFailed
 from asyncopy.testing import Faults, FaultyVolume, MemoryVolume, RecordingSink
-from asyncopy.verify import chunk_digest
 from devtools.reference import reference_copy
 
 K = 1024

@@ -512,7 +512,7 @@ def test_sigterm_stops_the_cinder_child_cleanly(ceph: Cluster) -> None:
         target_is_zero=False,
     )
     child = subprocess.Popen(
-        [sys.executable, "-m", "asyncopy.connection"],
+        [sys.executable, "-m", "asyncopy.cinder.child"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -569,7 +569,7 @@ def test_a_caller_giving_up_stops_its_child_and_releases_the_volume(ceph: Cluste
     assert unlocked(ceph, dst)
     assert keyring_files() == []
     children = subprocess.run(
-        ["pgrep", "-f", "asyncopy.connection"], capture_output=True, text=True, check=False
+        ["pgrep", "-f", "asyncopy.cinder.child"], capture_output=True, text=True, check=False
     )
     assert children.stdout == ""
 

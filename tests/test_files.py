@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 import trio
 
+from asyncopy.access.posix import DIRECT_ALIGN, is_aligned, pread_direct
 from asyncopy.api import copy_sync, copy_uri
-from asyncopy.chunks import aligned_buffer
-from asyncopy.endpoint import ExtentKind
-from asyncopy.engine import CopyOptions, Progress, copy
+from asyncopy.core.endpoint import ExtentKind
+from asyncopy.core.engine import CopyOptions, Progress, copy
+from asyncopy.core.pipeline import aligned_buffer
 from asyncopy.errors import EndpointError
-from asyncopy.posix import DIRECT_ALIGN, is_aligned, pread_direct
 from asyncopy.sinks.file import FileSink
 from asyncopy.sources.file import FileSource
+from asyncopy.specs import open_sink, open_source
 from asyncopy.testing import Faults, FaultyVolume
-from asyncopy.uri import open_sink, open_source
 from tests.conftest import MiB, open_fds, write_pattern
 
 LAYOUT = [(0, 4096), (1 * MiB, 64 * 1024), (5 * MiB + 4096, 8192)]

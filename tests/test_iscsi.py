@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 import trio
 
+from asyncopy.access.iscsi import Completion, IscsiOptions, ThreadPump, parse_iscsi
 from asyncopy.api import copy_sync
-from asyncopy.endpoint import ExtentKind
-from asyncopy.engine import CopyOptions, copy
+from asyncopy.core.endpoint import ExtentKind
+from asyncopy.core.engine import CopyOptions, copy
 from asyncopy.errors import EndpointError, UsageError
-from asyncopy.iscsi import Completion, IscsiOptions, ThreadPump, parse_iscsi
 from asyncopy.sinks.iscsi import open_iscsi_sink
 from asyncopy.sources.iscsi import open_iscsi_source
+from asyncopy.specs import EndpointOptions, open_sink, open_source
 from asyncopy.testing import Faults, FaultyVolume, MemoryVolume
-from asyncopy.uri import EndpointOptions, open_sink, open_source
 from devtools import devstack
 from tests.cephtools import Cluster, MiB, qemu_identical
 from tests.conftest import MakeLun, write_pattern

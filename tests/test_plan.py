@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asyncopy.endpoint import Extent, ExtentKind
+from asyncopy.core.endpoint import Extent, ExtentKind
+from asyncopy.core.plan import DataChunk, ZeroRun, data_ranges, plan_window, zero_segments
+from asyncopy.core.sizes import parse_size
 from asyncopy.errors import UsageError
-from asyncopy.plan import DataChunk, ZeroRun, data_ranges, plan_window, zero_segments
-from asyncopy.sizes import parse_size
 
 D, Z, H = ExtentKind.DATA, ExtentKind.ZERO, ExtentKind.HOLE
 

@@ -16,17 +16,17 @@ import pytest
 import rbd
 import trio
 
-from asyncopy import librbd
+from asyncopy.access import librbd
+from asyncopy.access.ceph import CephOptions, RbdCreate, parse_rbd
+from asyncopy.access.ceph import settings as ceph_settings
 from asyncopy.api import copy_sync, copy_uri
-from asyncopy.ceph import CephOptions, RbdCreate, parse_rbd
-from asyncopy.ceph import settings as ceph_settings
-from asyncopy.endpoint import ExtentKind
-from asyncopy.engine import CopyOptions, copy
+from asyncopy.core.endpoint import ExtentKind
+from asyncopy.core.engine import CopyOptions, copy
 from asyncopy.errors import EndpointError, RbdError, UsageError
 from asyncopy.sinks.rbd import open_rbd_sink
 from asyncopy.sources.rbd import RbdVolume, open_rbd_source
+from asyncopy.specs import EndpointOptions, open_sink, open_source
 from asyncopy.testing import Faults, FaultyVolume
-from asyncopy.uri import EndpointOptions, open_sink, open_source
 from tests.cephtools import Cluster, MiB, objects_with_data, qemu_identical
 from tests.conftest import MakeLoop, write_pattern
 from tests.test_cli import run

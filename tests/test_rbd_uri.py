@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from asyncopy.ceph import RbdSpec, parse_rbd
-from asyncopy.endpoint import Extent, ExtentKind
+from asyncopy.access.ceph import RbdSpec, parse_rbd
+from asyncopy.core.endpoint import Extent, ExtentKind
 from asyncopy.errors import UsageError
 from asyncopy.sources.rbd import fill_holes
-from asyncopy.uri import parse
+from asyncopy.specs import parse
 
 
 @pytest.mark.parametrize(

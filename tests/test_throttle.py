@@ -14,10 +14,10 @@ import pytest
 
 from asyncopy import open_sink, open_source
 from asyncopy.cinder import RateShare, child_request, copy_volume
-from asyncopy.engine import CopyOptions, copy
+from asyncopy.core.engine import CopyOptions, copy
+from asyncopy.core.rate import RateLimit
 from asyncopy.errors import UsageError
 from asyncopy.process import io_priority
-from asyncopy.rate import RateLimit
 from tests.conftest import write_pattern
 
 MiB = 1 << 20
@@ -111,7 +111,7 @@ def test_the_copy_child_stops_when_its_caller_goes_away(tmp_path: Path) -> None:
         {"uri": f"file:{src}"}, {"uri": f"file:{dst}"}, 64 * MiB, None, target_is_zero=False
     )
     child = subprocess.Popen(
-        [sys.executable, "-m", "asyncopy.connection"],
+        [sys.executable, "-m", "asyncopy.cinder.child"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from asyncopy.api import copy_sync, copy_uri, verify_manifest, verify_uris
-from asyncopy.engine import CopyOptions
+from asyncopy.core.engine import CopyOptions
+from asyncopy.core.verify import Manifest, chunk_digest, zero_digest
 from asyncopy.errors import UsageError
-from asyncopy.verify import Manifest, chunk_digest, zero_digest
 from tests.conftest import MakeLoop, MiB, poke, write_pattern
 
 

@@ -3,7 +3,7 @@
 
 cinder-volume runs under eventlet, monkey-patched, where trio cannot even be imported (its
 socket and select modules are replaced). So this package imports neither trio nor anything
-that does: the copy runs in a child process (``python -m asyncopy.connection``). The child
+that does: the copy runs in a child process (``python -m asyncopy.cinder.child``). The child
 reads its request, secrets included, as the first line of its stdin (never on its command
 line); later lines change its rate limit while it copies. It answers with JSON lines,
 progress then the result. Waiting on it is cooperative under eventlet (its patched
@@ -171,13 +171,13 @@ def run_child(
     progress: ProgressCallback | None,
     rate: RateShare | None = None,
 ) -> dict[str, Any]:
-    """Run one copy in ``python -m asyncopy.connection``; its result, or its error raised.
+    """Run one copy in ``python -m asyncopy.cinder.child``; its result, or its error raised.
 
     If this wait is interrupted (a green thread killed when cinder-volume stops), the child
     is told to stop and waited for, and killed if it lingers: no copy outlives its caller.
     """
     child = subprocess.Popen(
-        [sys.executable, "-m", "asyncopy.connection"],
+        [sys.executable, "-m", "asyncopy.cinder.child"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -11,9 +11,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from asyncopy.endpoint import Extent, all_data
-from asyncopy.errors import UsageError
-from asyncopy.posix import (
+from asyncopy.access.posix import (
     FdVolume,
     block_device_geometry,
     block_zero_out,
@@ -21,6 +19,8 @@ from asyncopy.posix import (
     open_fd,
     pwrite_full,
 )
+from asyncopy.core.endpoint import Extent, all_data
+from asyncopy.errors import UsageError
 
 
 class BlockDeviceSink(FdVolume):

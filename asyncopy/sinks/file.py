@@ -18,9 +18,7 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager, suppress
 
-from asyncopy.endpoint import Extent
-from asyncopy.errors import UsageError, map_errors
-from asyncopy.posix import (
+from asyncopy.access.posix import (
     DIRECT_ALIGN,
     FdVolume,
     close_fd,
@@ -32,6 +30,8 @@ from asyncopy.posix import (
     sync_and_drop_cache,
     zero_file_range,
 )
+from asyncopy.core.endpoint import Extent
+from asyncopy.errors import UsageError, map_errors
 
 
 class FileSink(FdVolume):

@@ -1,4 +1,4 @@
-"""An iSCSI LUN as a sink, through the user-space initiator (``asyncopy.iscsi``).
+"""An iSCSI LUN as a sink, through the user-space initiator (``asyncopy.access.iscsi``).
 
 A LUN is a volume that exists: it must be at least as large as the source and is not known
 to read zeros (unless the caller says so). Zero runs are written with WRITE SAME(16), with
@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from asyncopy.access.iscsi import IscsiOptions, IscsiSpec, PumpFactory, ThreadPump, open_session
 from asyncopy.errors import ScsiError, UsageError
-from asyncopy.iscsi import IscsiOptions, IscsiSpec, PumpFactory, ThreadPump, open_session
 from asyncopy.sources.iscsi import IscsiVolume
 
 ILLEGAL_REQUEST = 0x05

@@ -15,10 +15,10 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from asyncopy.ceph import CephOptions, RbdCreate, RbdSpec, connect, open_image
-from asyncopy.endpoint import ExtentKind
+from asyncopy.access.ceph import CephOptions, RbdCreate, RbdSpec, connect, open_image
+from asyncopy.access.librbd import Image, Pool
+from asyncopy.core.endpoint import ExtentKind
 from asyncopy.errors import RbdError, UsageError, map_errors
-from asyncopy.librbd import Image, Pool
 from asyncopy.sources.rbd import RbdVolume, refuse_if_in_use
 
 

@@ -10,9 +10,9 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from asyncopy.endpoint import Extent, all_data
+from asyncopy.access.posix import FdSource, block_device_geometry, close_fd, open_direct, open_fd
+from asyncopy.core.endpoint import Extent, all_data
 from asyncopy.errors import map_errors
-from asyncopy.posix import FdSource, block_device_geometry, close_fd, open_direct, open_fd
 
 
 class BlockDeviceSource(FdSource):

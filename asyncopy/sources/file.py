@@ -1,7 +1,7 @@
 """A regular file as a source: opened read-only, allocation map from SEEK_DATA/SEEK_HOLE.
 
 Reads bypass the page cache through a second, O_DIRECT descriptor where the filesystem
-takes one (``asyncopy.posix.FdSource``); the buffered one serves the allocation map and the
+takes one (``asyncopy.access.posix.FdSource``); the buffered one serves the allocation map and the
 last partial block of a file whose size is not a multiple of ``DIRECT_ALIGN``.
 """
 
@@ -11,9 +11,16 @@ import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from asyncopy.endpoint import Extent
+from asyncopy.access.posix import (
+    DIRECT_ALIGN,
+    FdSource,
+    close_fd,
+    open_direct,
+    open_fd,
+    seek_extents,
+)
+from asyncopy.core.endpoint import Extent
 from asyncopy.errors import map_errors
-from asyncopy.posix import DIRECT_ALIGN, FdSource, close_fd, open_direct, open_fd, seek_extents
 
 
 class FileSource(FdSource):

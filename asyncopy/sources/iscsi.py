@@ -1,4 +1,4 @@
-"""An iSCSI LUN as a source, through the user-space initiator (``asyncopy.iscsi``).
+"""An iSCSI LUN as a source, through the user-space initiator (``asyncopy.access.iscsi``).
 
 Only READ(16) and GET LBA STATUS are ever sent to a source. ``IscsiVolume`` is also the
 reading half of the sink (``asyncopy.sinks.iscsi``): a sink is read back to verify and to
@@ -15,8 +15,15 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from asyncopy.endpoint import Extent, ExtentKind, Identity, all_data
-from asyncopy.iscsi import IscsiOptions, IscsiSpec, PumpFactory, Session, ThreadPump, open_session
+from asyncopy.access.iscsi import (
+    IscsiOptions,
+    IscsiSpec,
+    PumpFactory,
+    Session,
+    ThreadPump,
+    open_session,
+)
+from asyncopy.core.endpoint import Extent, ExtentKind, Identity, all_data
 
 
 class IscsiVolume:

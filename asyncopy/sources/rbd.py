@@ -5,7 +5,7 @@ Copy from a snapshot (``rbd:POOL/IMAGE@SNAP``) to copy a volume that is in use: 
 change during the copy, a snapshot does not. The allocation map comes from diff_iterate, in
 whole-object mode only when the fast-diff map is enabled and valid (then it costs no OSD
 reads); otherwise diff_iterate lists the exact extents. Reads go straight into the engine's
-buffers (``asyncopy.librbd``).
+buffers (``asyncopy.access.librbd``).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from asyncopy.ceph import CephOptions, RbdSpec, connect, open_image
-from asyncopy.endpoint import Extent, ExtentKind, Identity
+from asyncopy.access.ceph import CephOptions, RbdSpec, connect, open_image
+from asyncopy.access.librbd import EXCLUSIVE_LOCK, FAST_DIFF, FAST_DIFF_INVALID, HeaderWatch, Image
+from asyncopy.core.endpoint import Extent, ExtentKind, Identity
 from asyncopy.errors import EndpointError, UsageError, map_errors
-from asyncopy.librbd import EXCLUSIVE_LOCK, FAST_DIFF, FAST_DIFF_INVALID, HeaderWatch, Image
 
 METADATA_THREADS = 4
 

@@ -1,4 +1,4 @@
-"""cffi build script for ``asyncopy._librbd``: the librados and librbd calls asyncopy makes.
+"""cffi build script for ``asyncopy.access._librbd``: the librados and librbd calls asyncopy makes.
 
 Compiled at install time against librados-dev and librbd-dev (API mode: layouts come from
 the headers). Asynchronous requests are made with completions that have no callback: librbd
@@ -174,7 +174,7 @@ static long asyncopy_watch_read(long *counter) {
 
 ffi = FFI()
 ffi.cdef(CDEF)
-ffi.set_source("asyncopy._librbd", SOURCE, libraries=["rbd", "rados"])
+ffi.set_source("asyncopy.access._librbd", SOURCE, libraries=["rbd", "rados"])
 
 if __name__ == "__main__":
     ffi.compile(verbose=True)

@@ -1,4 +1,5 @@
-"""cffi build script for ``asyncopy._libiscsi``: libiscsi, and the pump thread that drives it.
+"""cffi build script for ``asyncopy.access._libiscsi``: libiscsi, and the pump thread that
+drives it.
 
 Compiled at install time against libiscsi-dev (API mode: struct layouts come from the
 headers, not from this file).
@@ -606,7 +607,9 @@ void ap_pump_free(struct ap_pump *p)
 
 ffi = FFI()
 ffi.cdef(CDEF)
-ffi.set_source("asyncopy._libiscsi", SOURCE, libraries=["iscsi"], extra_link_args=["-pthread"])
+ffi.set_source(
+    "asyncopy.access._libiscsi", SOURCE, libraries=["iscsi"], extra_link_args=["-pthread"]
+)
 
 if __name__ == "__main__":
     ffi.compile(verbose=True)

@@ -1,4 +1,4 @@
-"""librados and librbd through cffi (``asyncopy._librbd``): a thin layer, driven from trio.
+"""librados and librbd through cffi (``asyncopy.access._librbd``): a thin layer, driven from trio.
 
 - **One connection per cluster per process.** ``connection(settings)`` hands out a shared,
   counted librados connection keyed by its settings (configuration file, user, options): a
@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from asyncopy._librbd import ffi, lib
+from asyncopy.access._librbd import ffi, lib
 from asyncopy.errors import RbdError
 
 POLL_BATCH = 32  # completions taken per rbd_poll_io_events call

@@ -13,7 +13,7 @@ Design:
   are disjoint, so the writes in flight never overlap, though they complete in any order.
 - Zeros are skipped on a sink known to read zeros, and zeroed otherwise: ``write_zeroes``
   first, zero buffers when the sink cannot. A hole is never trusted on any other sink.
-- A rate limit (``asyncopy.rate``) is spent by every read: a worker that has read a chunk
+- A rate limit (``asyncopy.core.rate``) is spent by every read: a worker that has read a chunk
   waits for its share of the limit before writing it.
 - Only the last write can end off the sink's block grid (a source whose size is not a
   multiple of the sink's block size); that block is read, patched and written back.
@@ -40,12 +40,12 @@ from typing import Any
 
 import trio
 
-from asyncopy.chunks import aligned_buffer, fan_out, plan_volume, read_chunk
-from asyncopy.endpoint import Sink, Volume, Watched
+from asyncopy.core.endpoint import Sink, Volume, Watched
+from asyncopy.core.pipeline import aligned_buffer, fan_out, plan_volume, read_chunk
+from asyncopy.core.plan import DataChunk, Segment, Work, ZeroRun, fill_zero, zero_segments
+from asyncopy.core.rate import RateLimit
+from asyncopy.core.verify import DIGEST_SIZE, DigestTable, chunk_digest, digest_volume
 from asyncopy.errors import EndpointError, UsageError, VerificationFailed
-from asyncopy.plan import DataChunk, Segment, Work, ZeroRun, fill_zero, zero_segments
-from asyncopy.rate import RateLimit
-from asyncopy.verify import DIGEST_SIZE, DigestTable, chunk_digest, digest_volume
 
 MiB = 1 << 20
 DEFAULT_CHUNK_SIZE = 4 * MiB
@@ -155,7 +155,7 @@ async def copy(
         sink: an open endpoint at least as large as the source.
         options: chunking, concurrency, sparseness and verification settings.
         progress: called at most every ``options.progress_interval`` seconds, and at the end.
-        rate: a bytes-per-second limit on what the copy reads (``asyncopy.rate``), which may
+        rate: a bytes-per-second limit on what the copy reads (``asyncopy.core.rate``), which may
             be shared with other copies and changed while this one runs; none if None.
 
     Raises:

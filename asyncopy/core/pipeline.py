@@ -15,9 +15,9 @@ from typing import TypeVar
 
 import trio
 
-from asyncopy.endpoint import Volume, all_data
+from asyncopy.core.endpoint import Volume, all_data
+from asyncopy.core.plan import DataChunk, Work, data_ranges, fill_zero, plan_window
 from asyncopy.errors import CopyFailed, EndpointError
-from asyncopy.plan import DataChunk, Work, data_ranges, fill_zero, plan_window
 
 T = TypeVar("T")
 

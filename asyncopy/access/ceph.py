@@ -7,7 +7,7 @@ The URI is qemu's, which operators already type::
 Other ``OPTION=VALUE`` pairs are librados configuration (``mon_host=...``), as in qemu; a
 ``:`` inside a value is written ``\\:``. Values never appear in messages.
 
-The client is librados through ``asyncopy.librbd`` (one connection per cluster per process,
+The client is librados through ``asyncopy.access.librbd`` (one connection per cluster per process,
 aio completions on an eventfd). asyncopy always sets the librados timeouts (``--ceph-timeout``),
 turns the librbd cache off (writes reach the OSDs before they complete, so an error names its
 offset, and a verifying re-read comes from the OSDs, not from this client's memory) and has
@@ -30,7 +30,7 @@ import trio
 from asyncopy.errors import EndpointError, RbdError, UsageError, map_errors
 
 if TYPE_CHECKING:  # the binding loads librbd and librados: only copies that use RBD pay
-    from asyncopy.librbd import Image, Pool, Settings
+    from asyncopy.access.librbd import Image, Pool, Settings
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -168,7 +168,7 @@ def _split(text: str) -> list[str]:
 
 def settings(spec: RbdSpec, options: CephOptions) -> Settings:
     """The client settings: the spec's options, then asyncopy's own, which always win."""
-    from asyncopy.librbd import Settings
+    from asyncopy.access.librbd import Settings
 
     conffile = spec.conf or options.conf
     if conffile is not None and not os.path.isfile(conffile):
@@ -187,7 +187,7 @@ def settings(spec: RbdSpec, options: CephOptions) -> Settings:
 @asynccontextmanager
 async def connect(spec: RbdSpec, options: CephOptions) -> AsyncIterator[Pool]:
     """The spec's pool (and namespace) on the process's connection to its cluster."""
-    from asyncopy.librbd import pool
+    from asyncopy.access.librbd import pool
 
     name = str(spec)
     try:

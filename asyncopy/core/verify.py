@@ -27,17 +27,17 @@ from pathlib import Path
 import trio
 import xxhash
 
-from asyncopy.chunks import (
+from asyncopy.core.endpoint import Volume
+from asyncopy.core.pipeline import (
     aligned_buffer,
     fan_out,
     plan_volume,
     read_chunk,
     run_all,
 )
-from asyncopy.endpoint import Volume
+from asyncopy.core.plan import DataChunk, Work, ZeroRun, fill_zero, merge_indices, zero_bytes
+from asyncopy.core.rate import RateLimit
 from asyncopy.errors import CopyFailed, UsageError
-from asyncopy.plan import DataChunk, Work, ZeroRun, fill_zero, merge_indices, zero_bytes
-from asyncopy.rate import RateLimit
 
 ALGORITHM = "xxh3-128"
 DIGEST_SIZE = 16

@@ -148,7 +148,7 @@ def credentials(spec: IscsiSpec, options: IscsiOptions) -> tuple[str, str] | Non
 
 def _library() -> tuple[Any, Any]:
     try:
-        from asyncopy._libiscsi import ffi, lib
+        from asyncopy.access._libiscsi import ffi, lib
     except ImportError as exc:  # built at install time against libiscsi-dev
         raise UsageError(
             "iSCSI support is not built (install libiscsi-dev, then reinstall asyncopy)"

@@ -14,11 +14,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from asyncopy.ceph import CephOptions, RbdCreate, parse_rbd
-from asyncopy.endpoint import Sink, Volume
+from asyncopy.access.ceph import CephOptions, RbdCreate, parse_rbd
+from asyncopy.access.iscsi import IscsiOptions, parse_iscsi
+from asyncopy.access.posix import kind_of
+from asyncopy.core.endpoint import Sink, Volume
 from asyncopy.errors import UsageError
-from asyncopy.iscsi import IscsiOptions, parse_iscsi
-from asyncopy.posix import kind_of
 from asyncopy.sinks.blockdev import open_block_sink
 from asyncopy.sinks.file import open_file_sink
 from asyncopy.sources.blockdev import open_block_source
@@ -61,7 +61,7 @@ def check(spec: str) -> None:
     if scheme == "iscsi":
         parse_iscsi(rest)
     if scheme == "brick":
-        from asyncopy.brick import load_connection_info
+        from asyncopy.access.brick import load_connection_info
 
         load_connection_info(rest)
 
@@ -105,7 +105,7 @@ async def open_source(spec: str, options: EndpointOptions | None = None) -> Asyn
             yield lun
         return
     if scheme == "brick":
-        from asyncopy.brick import load_connection_info, open_brick_source
+        from asyncopy.access.brick import load_connection_info, open_brick_source
 
         info = load_connection_info(rest)
         async with open_brick_source(info, root_helper=options.root_helper) as device:
@@ -151,7 +151,7 @@ async def open_sink(
             yield lun
         return
     if scheme == "brick" and not options.create.given():
-        from asyncopy.brick import load_connection_info, open_brick_sink
+        from asyncopy.access.brick import load_connection_info, open_brick_sink
 
         info = load_connection_info(rest)
         async with open_brick_sink(

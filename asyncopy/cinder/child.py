@@ -7,7 +7,7 @@ user-space initiator (``[asyncopy] iscsi_transport``), and any other protocol th
 os-brick connector and the block-device endpoint. Closing detaches, on every path.
 
 This module runs trio; cinder-volume (eventlet) calls ``asyncopy.cinder``, which runs
-``python -m asyncopy.connection`` as a child: a request as the first line of stdin, then
+``python -m asyncopy.cinder.child`` as a child: a request as the first line of stdin, then
 ``{"rate": N}`` lines that change the copy's limit (bytes per second, 0 for none) as other
 copies under the same Cinder throttle start and end; JSON lines on stdout.
 """
@@ -25,22 +25,22 @@ from typing import Any, TypeVar
 import trio
 from oslo_config import cfg
 
-from asyncopy import config
+from asyncopy.access.brick import open_brick_sink, open_brick_source
+from asyncopy.access.ceph import CephOptions, RbdSpec
+from asyncopy.access.iscsi import IscsiOptions, IscsiSpec
 from asyncopy.api import run_interruptibly
-from asyncopy.brick import open_brick_sink, open_brick_source
-from asyncopy.ceph import CephOptions, RbdSpec
-from asyncopy.chunks import run_all
-from asyncopy.endpoint import Extent, Sink, Volume
-from asyncopy.engine import CopyResult, Progress, copy
+from asyncopy.cinder import config
+from asyncopy.core.endpoint import Extent, Sink, Volume
+from asyncopy.core.engine import CopyResult, Progress, copy
+from asyncopy.core.pipeline import run_all
+from asyncopy.core.rate import RateLimit
 from asyncopy.errors import CopyFailed, Terminated, UsageError
-from asyncopy.iscsi import IscsiOptions, IscsiSpec
 from asyncopy.process import exit_process, io_priority, set_io_priority, tune_for_copy
-from asyncopy.rate import RateLimit
 from asyncopy.sinks.iscsi import open_iscsi_sink
 from asyncopy.sinks.rbd import open_rbd_sink
 from asyncopy.sources.iscsi import open_iscsi_source
 from asyncopy.sources.rbd import open_rbd_source
-from asyncopy.uri import EndpointOptions, open_sink, open_source
+from asyncopy.specs import EndpointOptions, open_sink, open_source
 
 MiB = 1 << 20
 T = TypeVar("T")
@@ -293,7 +293,7 @@ async def migrate(
 
 
 def child_main() -> int:
-    """``python -m asyncopy.connection``: one copy, asked on stdin, answered in JSON lines."""
+    """``python -m asyncopy.cinder.child``: one copy, asked on stdin, answered in JSON lines."""
     try:
         request, control = _read_request()
         conf = config.load(list(request["config_files"]), dict(request.get("defaults") or {}))

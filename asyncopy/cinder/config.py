@@ -22,11 +22,11 @@ from typing import Any
 from oslo_config import cfg, types
 
 from asyncopy import settings
-from asyncopy.engine import CopyOptions
+from asyncopy.core.engine import CopyOptions
+from asyncopy.core.sizes import parse_size
 from asyncopy.errors import UsageError
 from asyncopy.settings import GROUP, MAX_TIMEOUT, Settings, size_text
-from asyncopy.sizes import parse_size
-from asyncopy.uri import EndpointOptions
+from asyncopy.specs import EndpointOptions
 
 _DEFAULTS = settings.DEFAULTS
 _AT_LINE = re.compile(r"^at .*:(\d+), ")

@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from asyncopy.endpoint import Extent, ExtentKind
+from asyncopy.core.endpoint import Extent, ExtentKind
 
 Range = tuple[int, int]  # (start, end), end exclusive
 

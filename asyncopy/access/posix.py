@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import trio
 
-from asyncopy.endpoint import Extent, ExtentKind, Identity
+from asyncopy.core.endpoint import Extent, ExtentKind, Identity
 from asyncopy.errors import UsageError, map_errors
 
 T = TypeVar("T")
