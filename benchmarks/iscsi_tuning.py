@@ -55,7 +55,7 @@ def sweep(stack: devstack.Stack, size: int, rounds: int) -> dict[Pair, list[tupl
                 options = IscsiOptions(queue_depth=depth, transfer_size=transfer)
 
                 async def write(options: IscsiOptions = options) -> None:
-                    async with open_iscsi_sink(spec, size=size, options=options) as sink:
+                    async with open_iscsi_sink(spec, options=options) as sink:
                         await copy(content, sink, CopyOptions())
 
                 async def read(options: IscsiOptions = options) -> None:

@@ -31,7 +31,7 @@ from asyncopy.access.brick import (
     open_brick_source,
 )
 from asyncopy.cinder import copy_volume_data
-from asyncopy.cinder.child import open_volume
+from asyncopy.cinder.volume import open_volume
 from asyncopy.core.engine import CopyOptions, copy
 from asyncopy.errors import CopyFailed, EndpointError, UsageError
 from asyncopy.sinks.file import FileSink
@@ -145,7 +145,7 @@ def write_info(path: Path, info: object) -> str:
 async def copy_through_brick(source: MemoryVolume, conn: str, recorder: Recorder) -> None:
     """What a command line does: read the connection_info file, attach, copy."""
     info = load_connection_info(conn)
-    async with open_brick_sink(info, size=source.size, connector_factory=recorder.factory) as sink:
+    async with open_brick_sink(info, connector_factory=recorder.factory) as sink:
         await copy(source, sink)
 
 
@@ -170,7 +170,7 @@ async def test_file_to_brick_and_back_is_identical_and_verified(
 
     async with (
         open_source(str(src)) as source,
-        open_brick_sink(info, size=source.size, connector_factory=recorder.factory) as sink,
+        open_brick_sink(info, connector_factory=recorder.factory) as sink,
     ):
         assert sink.name == f"brick:local:{device}"
         to_device = await copy(source, sink, CopyOptions(verify=True))
@@ -188,7 +188,7 @@ async def test_file_to_brick_and_back_is_identical_and_verified(
     assert back.read_bytes() == image
     assert recorder.calls == succeeded(device) * 2
     assert recorder.protocols == ["local", "local"]
-    assert recorder.conns == [info, info]  # the whole connection_info, as Cinder passes it
+    assert recorder.conns == [info.connection_info] * 2  # the whole connection_info, as Cinder passes it
     assert open_fds() == before
 
 
@@ -206,9 +206,7 @@ async def test_an_io_error_disconnects_once_forced(make_loop: MakeLoop) -> None:
     source = FaultyVolume(MemoryVolume(bytes(range(256)) * 16384), Faults(read_eio_at=2 * MiB))
     before = open_fds()
     with pytest.raises(EndpointError, match="read failed on memory at offset") as caught:
-        async with open_brick_sink(
-            local_info(device), size=source.size, connector_factory=recorder.factory
-        ) as sink:
+        async with open_brick_sink(local_info(device), connector_factory=recorder.factory) as sink:
             await copy(source, sink, CopyOptions(chunk_size=1 * MiB))
     assert not getattr(caught.value, "__notes__", None)
     assert recorder.calls == failed(device)
@@ -222,9 +220,7 @@ async def test_cancellation_disconnects_once_forced(make_loop: MakeLoop) -> None
     source = FaultyVolume(MemoryVolume(b"\x01" * (4 * MiB)), faults)
     before = open_fds()
     with trio.move_on_after(0.5) as scope:
-        async with open_brick_sink(
-            local_info(device), size=source.size, connector_factory=recorder.factory
-        ) as sink:
+        async with open_brick_sink(local_info(device), connector_factory=recorder.factory) as sink:
             await copy(source, sink, CopyOptions(chunk_size=1 * MiB))
     assert scope.cancelled_caught
     assert faults.reads_started  # it was cancelled in the middle of the copy
@@ -251,9 +247,7 @@ async def test_a_failed_disconnect_after_a_good_copy_fails_it(make_loop: MakeLoo
     )
     source = MemoryVolume(b"\x02" * MiB)
     with pytest.raises(EndpointError) as caught:
-        async with open_brick_sink(
-            local_info(device), size=source.size, connector_factory=recorder.factory
-        ) as sink:
+        async with open_brick_sink(local_info(device), connector_factory=recorder.factory) as sink:
             await copy(source, sink)
     assert caught.value.operation == "disconnect"
     assert str(caught.value) == (
@@ -267,9 +261,7 @@ async def test_a_failed_disconnect_after_a_failed_copy_is_a_note(make_loop: Make
     recorder = Recorder(disconnect_error=exception.BrickException(f"logout {SECRET} failed"))
     source = FaultyVolume(MemoryVolume(b"\x03" * MiB), Faults(read_eio_at=0))
     with pytest.raises(EndpointError, match="read failed on memory at offset 0") as caught:
-        async with open_brick_sink(
-            local_info(device), size=source.size, connector_factory=recorder.factory
-        ) as sink:
+        async with open_brick_sink(local_info(device), connector_factory=recorder.factory) as sink:
             await copy(source, sink)
     assert caught.value.__notes__ == [
         f"disconnect failed on brick:local:{device}: logout {MASK} failed"
@@ -288,9 +280,7 @@ async def test_a_failed_connect_is_one_masked_error_and_not_disconnected(
     )
     recorder = Recorder(connect_error=error)
     with pytest.raises(EndpointError) as caught:
-        async with open_brick_sink(
-            local_info(device), size=MiB, connector_factory=recorder.factory
-        ):
+        async with open_brick_sink(local_info(device), connector_factory=recorder.factory):
             pytest.fail("attached")
     assert caught.value.operation == "connect"
     assert str(caught.value) == (
@@ -331,9 +321,7 @@ async def test_a_regular_file_is_written_in_place_as_a_file(tmp_path: Path) -> N
     inode = plain.stat().st_ino
     recorder = Recorder()
     source = MemoryVolume(b"\x00" * MiB)
-    async with open_brick_sink(
-        local_info(plain), size=source.size, connector_factory=recorder.factory
-    ) as sink:
+    async with open_brick_sink(local_info(plain), connector_factory=recorder.factory) as sink:
         assert isinstance(sink, FileSink)
         assert (sink.name, sink.size, sink.known_zero) == (f"brick:local:{plain}", 2 * MiB, False)
         result = await copy(source, sink)
@@ -425,8 +413,9 @@ async def test_a_bad_connection_info_dict_is_refused_before_connecting() -> None
 
 def test_the_api_response_form_is_accepted(tmp_path: Path) -> None:
     info = local_info("/dev/null")
-    assert load_connection_info(write_info(tmp_path / "a.json", {"connection_info": info})) == info
-    assert load_connection_info(write_info(tmp_path / "b.json", info)) == info
+    wrapped = write_info(tmp_path / "a.json", {"connection_info": info})
+    assert load_connection_info(wrapped).connection_info == info
+    assert load_connection_info(write_info(tmp_path / "b.json", info)).connection_info == info
 
 
 async def test_an_unknown_driver_volume_type_is_a_usage_error() -> None:
@@ -600,7 +589,7 @@ async def test_a_volume_not_in_raw_format_is_refused_before_attaching(
     opening: AbstractAsyncContextManager[object] = (
         open_brick_source(info, connector_factory=recorder.factory)
         if read_only
-        else open_brick_sink(info, size=MiB, connector_factory=recorder.factory)
+        else open_brick_sink(info, connector_factory=recorder.factory)
     )
     with pytest.raises(UsageError, match=f"the nfs volume is in {shown} format, not raw"):
         async with opening:
@@ -652,7 +641,7 @@ async def test_rbd_to_a_brick_device_and_back_to_rbd(
 
     async with (
         open_source(ceph.uri(src_name)) as source,
-        open_brick_sink(load_connection_info(conn), size=source.size) as sink,
+        open_brick_sink(load_connection_info(conn)) as sink,
     ):
         to_device = await copy(source, sink, CopyOptions(verify=True))
     assert to_device.verified

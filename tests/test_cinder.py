@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from asyncopy.cinder import copy_volume, copy_volume_data
-from asyncopy.cinder.child import open_volume
+from asyncopy.cinder.volume import open_volume
 from asyncopy.core.engine import CopyOptions, copy
 from asyncopy.errors import CopyFailed, UsageError
 from asyncopy.sinks.rbd import RbdSink

@@ -454,7 +454,7 @@ def test_queue_depth_and_transfer_size_are_what_was_asked(make_lun: MakeLun) -> 
         return pumps[-1]
 
     async def there_and_back() -> bytes:
-        async with open_iscsi_sink(spec, size=size, options=options, pump=recording) as sink:
+        async with open_iscsi_sink(spec, options=options, pump=recording) as sink:
             await copy(MemoryVolume(content[::-1]), sink, engine)
         async with open_iscsi_source(spec, options, pump=recording) as source:
             back = MemoryVolume(bytes(size))

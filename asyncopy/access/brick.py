@@ -43,6 +43,7 @@ import stat
 import warnings
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import trio
@@ -88,15 +89,47 @@ class ConnectorFactory(Protocol):
         """The connector for ``protocol``; ``conn`` is the whole connection_info."""
 
 
-def load_connection_info(path: str) -> dict[str, Any]:
-    """Read a ``connection_info`` JSON file.
+@dataclass(frozen=True)
+class BrickSpec:
+    """A checked ``connection_info`` (see ``brick_spec``), attached through os-brick."""
+
+    kind: str  # driver_volume_type
+    data: dict[str, Any] = field(repr=False)
+    connection_info: dict[str, Any] = field(repr=False)
+
+    def __str__(self) -> str:
+        return f"brick:{self.kind}"
+
+
+def brick_spec(info: object, where: str = "connection info") -> BrickSpec:
+    """A ``connection_info`` checked: a UsageError naming what is wrong (keys, never values).
+
+    It holds ``driver_volume_type`` (a string) and ``data`` (an object), a raw volume (no
+    other ``data["format"]``), and ``mount_point_base`` for the RemoteFs protocols.
+    """
+    if not isinstance(info, Mapping):
+        raise UsageError(f"{where}: must be a JSON object, not {_json_type(info)}")
+    missing = [key for key in ("driver_volume_type", "data") if key not in info]
+    if missing:
+        raise UsageError(f"{where}: missing {' and '.join(repr(key) for key in missing)}")
+    kind, data = info["driver_volume_type"], info["data"]
+    if not isinstance(kind, str) or not kind.strip():
+        raise UsageError(f"{where}: 'driver_volume_type' must be a non-empty string")
+    if not isinstance(data, dict):
+        raise UsageError(f"{where}: 'data' must be an object, not {_json_type(data)}")
+    _check_usable(info, kind, data, where)
+    return BrickSpec(kind, data, dict(info))
+
+
+def load_connection_info(path: str) -> BrickSpec:
+    """Read a ``connection_info`` JSON file, checked as ``brick_spec`` checks one.
 
     The file holds ``{"driver_volume_type": ..., "data": {...}}`` (what Cinder's
     ``initialize_connection`` returns), or the API's ``{"connection_info": {...}}`` around it.
 
     Raises:
-        UsageError: the file cannot be read, is not JSON or lacks those keys; the message
-            names keys, never values.
+        UsageError: the file cannot be read, is not JSON or not a usable connection_info;
+            the message names the file and keys, never values.
     """
     where = f"connection info {path}"
     try:
@@ -112,13 +145,12 @@ def load_connection_info(path: str) -> dict[str, Any]:
         raise UsageError(f"{where}: not JSON: {exc.msg} at line {exc.lineno}") from exc
     if isinstance(info, dict) and set(info) == {"connection_info"}:
         info = info["connection_info"]
-    _parse(info, where)
-    return dict(info)
+    return brick_spec(info, where)
 
 
 @asynccontextmanager
 async def attach(
-    connection_info: Mapping[str, Any],
+    spec: BrickSpec | Mapping[str, Any],
     *,
     root_helper: str = "sudo",
     connector_factory: ConnectorFactory | None = None,
@@ -126,8 +158,9 @@ async def attach(
     """Attach a volume with os-brick and yield its path; detach it on every path.
 
     Args:
-        connection_info: ``{"driver_volume_type": ..., "data": {...}}`` from Cinder (with
-            ``mount_point_base`` beside ``data`` for the RemoteFs protocols).
+        spec: ``{"driver_volume_type": ..., "data": {...}}`` from Cinder (with
+            ``mount_point_base`` beside ``data`` for the RemoteFs protocols), or that
+            connection_info already checked (``brick_spec``).
         root_helper: how os-brick runs commands as root (``sudo``, or cinder's rootwrap).
         connector_factory: makes the connector from (driver_volume_type, root_helper,
             conn=connection_info); os-brick's ``InitiatorConnector.factory`` when None.
@@ -138,21 +171,21 @@ async def attach(
         EndpointError: the connect failed or gave neither a block device nor a regular file
             (operation "connect"), or the disconnect after a clean exit failed ("disconnect").
     """
-    async with _attach(connection_info, root_helper, connector_factory) as (path, _):
+    async with _attach(spec, root_helper, connector_factory) as (path, _):
         yield path
 
 
 @asynccontextmanager
 async def _attach(
-    connection_info: Mapping[str, Any],
+    spec: BrickSpec | Mapping[str, Any],
     root_helper: str,
     connector_factory: ConnectorFactory | None,
 ) -> AsyncIterator[tuple[str, bool]]:
     """``attach``, yielding (path, whether it is a block device rather than a file)."""
-    kind, data = _parse(connection_info, "connection info")
-    name = f"brick:{kind}"
+    spec = spec if isinstance(spec, BrickSpec) else brick_spec(spec)
+    kind, data, name = spec.kind, spec.data, str(spec)
     make = functools.partial(
-        connector_factory or _os_brick_connector, kind, root_helper, conn=dict(connection_info)
+        connector_factory or _os_brick_connector, kind, root_helper, conn=spec.connection_info
     )
     try:
         connector = await trio.to_thread.run_sync(make)
@@ -189,58 +222,43 @@ async def _attach(
 
 @asynccontextmanager
 async def open_brick_source(
-    connection_info: Mapping[str, Any],
+    spec: BrickSpec | Mapping[str, Any],
     *,
     root_helper: str = "sudo",
     connector_factory: ConnectorFactory | None = None,
 ) -> AsyncIterator[BlockDeviceSource | FileSource]:
     """Attach a volume with os-brick and open its device or file read-only (see ``attach``)."""
-    async with _attach(connection_info, root_helper, connector_factory) as (path, block):
+    spec = spec if isinstance(spec, BrickSpec) else brick_spec(spec)
+    async with _attach(spec, root_helper, connector_factory) as (path, block):
         opener = open_block_source if block else open_file_source
         async with opener(path) as volume:
-            volume.name = _name(connection_info, path)
+            volume.name = f"{spec}:{path}"
             yield volume
 
 
 @asynccontextmanager
 async def open_brick_sink(
-    connection_info: Mapping[str, Any],
+    spec: BrickSpec | Mapping[str, Any],
     *,
-    size: int,
     target_is_zero: bool = False,
     root_helper: str = "sudo",
     connector_factory: ConnectorFactory | None = None,
 ) -> AsyncIterator[BlockDeviceSink | FileSink]:
-    """Attach a volume with os-brick and open its device or file for writing ``size`` bytes.
+    """Attach a volume with os-brick and open its device or file for writing.
 
     A file is written in place (never created or truncated); neither is trusted to read zeros
     unless ``target_is_zero`` (see ``attach``).
     """
-    async with _attach(connection_info, root_helper, connector_factory) as (path, block):
+    spec = spec if isinstance(spec, BrickSpec) else brick_spec(spec)
+    async with _attach(spec, root_helper, connector_factory) as (path, block):
         opening: AbstractAsyncContextManager[BlockDeviceSink | FileSink]
         if block:
-            opening = open_block_sink(path, size=size, target_is_zero=target_is_zero)
+            opening = open_block_sink(path, target_is_zero=target_is_zero)
         else:
-            opening = open_file_sink(path, size=size, exists=True, target_is_zero=target_is_zero)
+            opening = open_file_sink(path, target_is_zero=target_is_zero)
         async with opening as sink:
-            sink.name = _name(connection_info, path)
+            sink.name = f"{spec}:{path}"
             yield sink
-
-
-def _parse(info: object, where: str) -> tuple[str, dict[str, Any]]:
-    """(driver_volume_type, data) of a connection_info, or a UsageError naming what is wrong."""
-    if not isinstance(info, Mapping):
-        raise UsageError(f"{where}: must be a JSON object, not {_json_type(info)}")
-    missing = [key for key in ("driver_volume_type", "data") if key not in info]
-    if missing:
-        raise UsageError(f"{where}: missing {' and '.join(repr(key) for key in missing)}")
-    kind, data = info["driver_volume_type"], info["data"]
-    if not isinstance(kind, str) or not kind.strip():
-        raise UsageError(f"{where}: 'driver_volume_type' must be a non-empty string")
-    if not isinstance(data, dict):
-        raise UsageError(f"{where}: 'data' must be an object, not {_json_type(data)}")
-    _check_usable(info, kind, data, where)
-    return kind, data
 
 
 def _check_usable(info: Mapping[str, Any], kind: str, data: Mapping[str, Any], where: str) -> None:
@@ -265,10 +283,6 @@ def _json_type(value: object) -> str:
     if value is None:
         return "null"
     return names.get(type(value), "a number" if isinstance(value, int | float) else "unknown")
-
-
-def _name(connection_info: Mapping[str, Any], path: str) -> str:
-    return f"brick:{connection_info['driver_volume_type']}:{path}"
 
 
 async def _volume_path(name: str, device_info: Any) -> tuple[str, str, bool]:

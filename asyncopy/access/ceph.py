@@ -20,10 +20,10 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -244,3 +244,53 @@ async def _missing(ioctx: Pool, spec: RbdSpec) -> str:
     if spec.snapshot is not None and await ioctx.exists(spec.image):
         return f"no snapshot {spec.snapshot!r}"
     return "no such image"
+
+
+def rbd_spec_of(data: Mapping[str, Any]) -> RbdSpec:
+    """The image an ``rbd`` connection_info names, reached through its monitors.
+
+    A keyring in the dict (its contents) is never written anywhere: its key goes to
+    librados as the ``key`` option, in memory.
+    """
+    name = data.get("name")
+    if not isinstance(name, str) or name.count("/") not in (1, 2):
+        raise UsageError("rbd connection_info: 'name' must be POOL/IMAGE")
+    pool, *namespace, image = name.split("/")
+    hosts, ports = data.get("hosts") or [], data.get("ports") or []
+    monitors = ",".join(_monitor(host, port) for host, port in zip(hosts, ports, strict=False))
+    options = [("mon_host", monitors)] if monitors else []
+    user = data.get("auth_username") if data.get("auth_enabled", True) else None
+    keyring = data.get("keyring")
+    if keyring:
+        options.append(("key", key_of(str(keyring), user)))
+    return RbdSpec(
+        pool=pool,
+        namespace=namespace[0] if namespace else "",
+        image=image,
+        user=user,
+        options=tuple(options),
+    )
+
+
+def _monitor(host: str, port: object) -> str:
+    host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"{host}:{port}"
+
+
+def key_of(keyring: str, user: str | None) -> str:
+    """The key of ``client.USER`` (``client.admin`` when None) in a keyring's text, or its
+    only key; never shown in an error."""
+    wanted, section = f"client.{user or 'admin'}", ""
+    found: dict[str, str] = {}
+    for line in keyring.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1].strip()
+        name, sep, value = line.partition("=")
+        if sep and name.strip() == "key" and value.strip():
+            found.setdefault(section, value.strip())
+    if wanted in found:
+        return found[wanted]
+    if len(found) == 1:
+        return next(iter(found.values()))
+    raise UsageError(f"rbd connection_info: the keyring holds no key for {wanted}")

@@ -35,7 +35,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -120,6 +120,28 @@ def parse_iscsi(text: str) -> IscsiSpec:
         lun=int(match["lun"]),
         user=unquote(match["user"]) if match["user"] else None,
         password=unquote(match["password"]) if match["password"] is not None else None,
+    )
+
+
+def iscsi_spec_of(data: Mapping[str, Any]) -> IscsiSpec:
+    """The LUN an ``iscsi`` connection_info names (its first portal), with its CHAP secret."""
+    try:
+        portal = data.get("target_portal") or data["target_portals"][0]
+        target = data.get("target_iqn") or data["target_iqns"][0]
+        lun = int(data.get("target_lun", (data.get("target_luns") or [0])[0]))
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise UsageError(
+            "iscsi connection_info: needs target_portal, target_iqn, target_lun"
+        ) from exc
+    host, _, port = str(portal).rpartition(":")
+    chap = str(data.get("auth_method", "")).upper() == "CHAP"
+    return IscsiSpec(
+        host=host or str(portal),
+        port=int(port) if port.isdigit() else 3260,
+        target=str(target),
+        lun=lun,
+        user=data.get("auth_username") if chap else None,
+        password=data.get("auth_password") if chap else None,
     )
 
 

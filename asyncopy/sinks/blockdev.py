@@ -20,7 +20,6 @@ from asyncopy.access.posix import (
     pwrite_full,
 )
 from asyncopy.core.endpoint import Extent, all_data
-from asyncopy.errors import UsageError
 
 
 class BlockDeviceSink(FdVolume):
@@ -57,16 +56,12 @@ def _zero_out(fd: int, offset: int, length: int) -> bool:
 
 @asynccontextmanager
 async def open_block_sink(
-    path: str, *, size: int, target_is_zero: bool = False
+    path: str, *, target_is_zero: bool = False
 ) -> AsyncIterator[BlockDeviceSink]:
-    """Open a block device for writing; refuse one smaller than ``size``."""
+    """Open a block device for writing, exclusively (not mounted, not in use)."""
     fd = await open_fd(path, os.O_RDWR | os.O_DIRECT | os.O_EXCL, "destination")
     try:
         geometry = block_device_geometry(fd)
-        if geometry[0] < size:
-            raise UsageError(
-                f"destination {path} is too small: {geometry[0]} bytes, source is {size} bytes"
-            )
         yield BlockDeviceSink(path, fd, geometry, known_zero=target_is_zero)
     finally:
         close_fd(path, fd)

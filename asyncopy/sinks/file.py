@@ -31,7 +31,7 @@ from asyncopy.access.posix import (
     zero_file_range,
 )
 from asyncopy.core.endpoint import Extent
-from asyncopy.errors import UsageError, map_errors
+from asyncopy.errors import map_errors
 
 
 class FileSink(FdVolume):
@@ -64,20 +64,17 @@ class FileSink(FdVolume):
 
 @asynccontextmanager
 async def open_file_sink(
-    path: str, *, size: int, exists: bool, target_is_zero: bool = False
+    path: str, *, create_size: int | None = None, target_is_zero: bool = False
 ) -> AsyncIterator[FileSink]:
-    """Open (or create, sized ``size``) a regular file for writing."""
+    """Open a regular file for writing, or create it sized ``create_size`` when given."""
+    exists = create_size is None
     flags = os.O_RDWR if exists else os.O_RDWR | os.O_CREAT | os.O_EXCL
     fd = await open_fd(path, flags, "destination")
     try:
         with map_errors(path, "create"):
-            if not exists:
-                os.ftruncate(fd, size)
+            if create_size is not None:
+                os.ftruncate(fd, create_size)
             st = os.fstat(fd)
-        if st.st_size < size:
-            raise UsageError(
-                f"destination {path} is too small: {st.st_size} bytes, source is {size} bytes"
-            )
         direct = await open_direct(path)
         try:
             known_zero = target_is_zero or not exists

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from asyncopy.access.iscsi import IscsiOptions, IscsiSpec, PumpFactory, ThreadPump, open_session
-from asyncopy.errors import ScsiError, UsageError
+from asyncopy.errors import ScsiError
 from asyncopy.sources.iscsi import IscsiVolume
 
 ILLEGAL_REQUEST = 0x05
@@ -55,17 +55,12 @@ class IscsiSink(IscsiVolume):
 async def open_iscsi_sink(
     spec: IscsiSpec,
     *,
-    size: int,
     options: IscsiOptions,
     target_is_zero: bool = False,
     pump: PumpFactory = ThreadPump,
 ) -> AsyncIterator[IscsiSink]:
-    """Log in and check the LUN is large enough; logged out on every path."""
+    """Log in to the LUN for writing; logged out on every path."""
     async with open_session(spec, options, pump=pump) as session:
         sink = IscsiSink(session)
-        if sink.size < size:
-            raise UsageError(
-                f"destination {spec} is too small: {sink.size} bytes, source is {size} bytes"
-            )
         sink.known_zero = target_is_zero
         yield sink

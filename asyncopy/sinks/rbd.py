@@ -73,11 +73,6 @@ async def open_rbd_sink(
         try:
             async with open_image(ioctx, spec, options, read_only=False) as image:
                 sink = RbdSink(str(spec), image, known_zero=created or target_is_zero)
-                if sink.size < size:
-                    raise UsageError(
-                        f"destination {spec} is too small: {sink.size} bytes, "
-                        f"source is {size} bytes"
-                    )
                 await refuse_if_in_use(sink, "destination", others_allowed=options.callers_handles)
                 await hold_lock(sink)
                 sink.known_zero = sink.known_zero or await unallocated(sink)
