@@ -11,7 +11,7 @@ from contextlib import ExitStack
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import TypedDict, TypeVar, Unpack
 
 import trio
 
@@ -64,30 +64,21 @@ async def copy_uri(
     return result
 
 
+class CopyArguments(TypedDict, total=False):
+    """``copy_uri``'s keyword arguments, which ``copy_sync`` passes on."""
+
+    target_is_zero: bool
+    manifest: Path | None
+    progress: ProgressCallback | None
+    src_options: EndpointOptions | None
+    dst_options: EndpointOptions | None
+
+
 def copy_sync(
-    src: str,
-    dst: str,
-    options: CopyOptions | None = None,
-    *,
-    target_is_zero: bool = False,
-    manifest: Path | None = None,
-    progress: ProgressCallback | None = None,
-    src_options: EndpointOptions | None = None,
-    dst_options: EndpointOptions | None = None,
+    src: str, dst: str, options: CopyOptions | None = None, **kwargs: Unpack[CopyArguments]
 ) -> CopyResult:
     """``copy_uri`` for callers without trio: runs its own event loop in this thread."""
-    job = partial(
-        copy_uri,
-        src,
-        dst,
-        options,
-        target_is_zero=target_is_zero,
-        manifest=manifest,
-        progress=progress,
-        src_options=src_options,
-        dst_options=dst_options,
-    )
-    return run_interruptibly(job)
+    return run_interruptibly(partial(copy_uri, src, dst, options, **kwargs))
 
 
 def run_interruptibly(job: Callable[[], Awaitable[T]]) -> T:

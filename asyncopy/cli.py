@@ -204,7 +204,6 @@ def _copy(args: argparse.Namespace) -> int:
         sparse_size=_size(args.sparse_size, "sparse size"),
         verify=args.verify,
     )
-    options = replace(options, digests=False)  # hashed only for --verify or a --manifest
     job = partial(
         copy_uri,
         args.src,
@@ -229,8 +228,8 @@ def _verify(args: argparse.Namespace) -> int:
     if (args.b is None) == (args.manifest is None):
         raise UsageError("verify takes A B, or --manifest PATH A")
     values = _settings(args.config_file)
-    chunk_size = _first(_size(args.chunk_size, "chunk size"), values.chunk_size)
-    depth = _first(args.depth, values.depth)
+    chunk_size = settings.given_or(_size(args.chunk_size, "chunk size"), values.chunk_size)
+    depth = settings.given_or(args.depth, values.depth)
     if depth <= 0 or chunk_size <= 0:
         raise UsageError("chunk size and depth must be positive")
     options = _endpoint_options(args, values, args.conf)
@@ -286,10 +285,6 @@ def _settings(files: Sequence[str]) -> settings.Settings:
 
 def _size(text: str | None, what: str) -> int | None:
     return None if text is None else parse_size(text, what)
-
-
-def _first(given: int | None, configured: int) -> int:
-    return configured if given is None else given
 
 
 def _create_options(args: argparse.Namespace) -> RbdCreate | None:

@@ -92,11 +92,11 @@ def copy_options(
         UsageError: values that do not fit together (checked once merged).
     """
     return CopyOptions(
-        chunk_size=_first(chunk_size, values.chunk_size),
-        depth=_first(depth, values.depth),
-        max_inflight_bytes=_first(max_inflight_bytes, values.max_inflight),
-        sparse_size=_first(sparse_size, values.sparse_size),
-        verify=_first(verify, values.verify),
+        chunk_size=given_or(chunk_size, values.chunk_size),
+        depth=given_or(depth, values.depth),
+        max_inflight_bytes=given_or(max_inflight_bytes, values.max_inflight),
+        sparse_size=given_or(sparse_size, values.sparse_size),
+        verify=given_or(verify, values.verify),
     )
 
 
@@ -111,13 +111,14 @@ def endpoint_options(
     """What opening a URI may need, from the settings; arguments that are not None win."""
     return EndpointOptions(
         ceph=CephOptions(
-            timeout=_first(ceph_timeout, values.ceph_timeout),
-            conf=_first(ceph_conf, values.ceph_conf),
+            timeout=given_or(ceph_timeout, values.ceph_timeout),
+            conf=given_or(ceph_conf, values.ceph_conf),
         ),
-        iscsi=IscsiOptions(timeout=_first(iscsi_timeout, values.iscsi_timeout)),
-        root_helper=_first(root_helper, values.root_helper),
+        iscsi=IscsiOptions(timeout=given_or(iscsi_timeout, values.iscsi_timeout)),
+        root_helper=given_or(root_helper, values.root_helper),
     )
 
 
-def _first(given: _T | None, configured: _T) -> _T:
+def given_or(given: _T | None, configured: _T) -> _T:
+    """A flag's value when it was given, else the configured one."""
     return configured if given is None else given

@@ -188,7 +188,7 @@ async def test_file_to_brick_and_back_is_identical_and_verified(
     assert back.read_bytes() == image
     assert recorder.calls == succeeded(device) * 2
     assert recorder.protocols == ["local", "local"]
-    assert recorder.conns == [info.connection_info] * 2  # the whole connection_info, as Cinder passes it
+    assert recorder.conns == [info.connection_info] * 2  # all of it, as Cinder passes it
     assert open_fds() == before
 
 

@@ -58,6 +58,7 @@ def cases(draw: st.DrawFn) -> Case:
         max_inflight_bytes=chunk * draw(st.integers(1, 8)),
         sparse_size=sparse,
         verify=draw(st.booleans()),
+        digests=True,
     )
     return Case(
         bytes(image),

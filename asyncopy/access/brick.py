@@ -198,7 +198,7 @@ async def _attach(
                 f"{name}: os-brick needs a lock directory shared with cinder-volume: set "
                 "OSLO_LOCK_PATH to cinder.conf's [oslo_concurrency] lock_path"
             ) from exc
-        raise EndpointError(name, "connect", _reason(exc, data)) from exc
+        raise EndpointError(name, "connect", _masked_reason(exc, data)) from exc
 
     def disconnect(force: bool) -> None:
         connector.disconnect_volume(data, device_info, force=force, ignore_errors=force)
@@ -211,13 +211,13 @@ async def _attach(
             try:
                 await trio.to_thread.run_sync(disconnect, True)
             except Exception as exc:
-                failure.add_note(str(EndpointError(name, "disconnect", _reason(exc, data))))
+                failure.add_note(str(EndpointError(name, "disconnect", _masked_reason(exc, data))))
         raise
     with trio.CancelScope(shield=True):
         try:
             await trio.to_thread.run_sync(disconnect, False)
         except Exception as exc:
-            raise EndpointError(name, "disconnect", _reason(exc, data)) from exc
+            raise EndpointError(name, "disconnect", _masked_reason(exc, data)) from exc
 
 
 @asynccontextmanager
@@ -327,7 +327,7 @@ def _share_password(data: Mapping[str, Any]) -> set[str]:
     return {found.group(1)} if found and found.group(1) else set()
 
 
-def _reason(exc: BaseException, data: Mapping[str, Any]) -> str:
+def _masked_reason(exc: BaseException, data: Mapping[str, Any]) -> str:
     """One line saying why, with every secret of ``data`` masked (as is, or as repr shows it)."""
     reason = str(exc)
     secrets = _secrets(data) | _share_password(data)

@@ -204,7 +204,7 @@ def group(conf: cfg.ConfigOpts) -> Settings:
         try:
             values[opt.dest] = conf[GROUP][opt.dest]
         except (cfg.Error, ValueError) as exc:
-            raise UsageError(f"[{GROUP}] {opt.dest}: {_reason(exc)}") from exc
+            raise UsageError(f"[{GROUP}] {opt.dest}: {_value_error(exc)}") from exc
     return Settings(**values)
 
 
@@ -222,7 +222,7 @@ def endpoint_options(conf: cfg.ConfigOpts) -> EndpointOptions:
     return settings.endpoint_options(group(conf))
 
 
-def _reason(exc: BaseException) -> str:
+def _value_error(exc: BaseException) -> str:
     """What was wrong with a value, without oslo.config's "Value for option ... from
     LocationInfo(...) is not valid:" wrapper (the original error is its context)."""
     inner = exc.__cause__ or exc.__context__

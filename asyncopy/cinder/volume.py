@@ -144,7 +144,7 @@ async def migrate(
 
     ``verify`` None takes ``[asyncopy] verify``; ``rate`` limits the bytes read.
     """
-    options = replace(config.copy_options(conf), digests=False)  # hashed if verifying
+    options = config.copy_options(conf)  # chunks hashed only when verifying
     if verify is not None:
         options = replace(options, verify=verify)
     async with (

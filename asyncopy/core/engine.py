@@ -22,9 +22,10 @@ Design:
   Chunks are hashed (xxh3-128) only for ``verify`` or
   when the result's digests are wanted (a manifest): a plain copy skips it.
 
-A chunk's way through the modules: ``chunks.plan_volume`` asks the source's ``extents``
-(``sources/``) and ``plan`` cuts them into ``DataChunk``s and ``ZeroRun``s; ``chunks.fan_out``
-hands each to a worker here; ``chunks.read_chunk`` reads it into the worker's buffer;
+A chunk's way through the modules: ``pipeline.plan_volume`` asks the source's ``extents``
+(``sources/``) and ``plan`` cuts them into ``DataChunk``s and ``ZeroRun``s;
+``pipeline.fan_out`` hands each to a worker here; ``pipeline.read_chunk`` reads it into the
+worker's buffer;
 ``plan`` finds its zero blocks and ``verify`` hashes it; ``rate`` charges it; the sink
 (``sinks/``) writes its data runs and zeroes the rest; ``verify.digest_volume`` re-reads it.
 """
@@ -65,7 +66,7 @@ class CopyOptions:
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT
     sparse_size: int = DEFAULT_SPARSE_SIZE
     verify: bool = False
-    digests: bool = True  # hash every chunk for the result (a manifest); verify always does
+    digests: bool = False  # hash every chunk for the result (a manifest); verify always does
     progress_interval: float = 0.5
 
     def __post_init__(self) -> None:

@@ -124,7 +124,7 @@ class Manifest:
         try:
             doc = json.loads(text)
         except (ValueError, RecursionError) as exc:
-            raise UsageError(f"manifest {where}: not JSON: {_reason(exc)}") from exc
+            raise UsageError(f"manifest {where}: not JSON: {_json_error(exc)}") from exc
         return cls(_table_from(doc, Path(where)))
 
     @classmethod
@@ -198,7 +198,7 @@ def read_regular(path: Path, what: str) -> str:
         raise UsageError(f"{what} {path}: not text") from exc
 
 
-def _reason(exc: BaseException) -> str:
+def _json_error(exc: BaseException) -> str:
     return "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
 
 
