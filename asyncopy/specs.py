@@ -139,7 +139,7 @@ async def open_source(
         async with open_iscsi_source(spec, options.iscsi) as lun:
             yield lun
     elif isinstance(spec, BrickSpec):
-        from asyncopy.access.brick import open_brick_source
+        from asyncopy.sources.brick import open_brick_source
 
         async with open_brick_source(spec, root_helper=options.root_helper) as device:
             yield device
@@ -188,7 +188,7 @@ async def open_sink(
         ) as lun:
             yield lun
     elif isinstance(spec, BrickSpec):
-        from asyncopy.access.brick import open_brick_sink
+        from asyncopy.sinks.brick import open_brick_sink
 
         async with open_brick_sink(
             spec, target_is_zero=target_is_zero, root_helper=options.root_helper

@@ -23,18 +23,14 @@ from typing import Any
 import pytest
 import trio
 
-from asyncopy.access.brick import (
-    MASK,
-    attach,
-    load_connection_info,
-    open_brick_sink,
-    open_brick_source,
-)
+from asyncopy.access.brick import MASK, attach, load_connection_info
 from asyncopy.cinder import copy_volume_data
 from asyncopy.cinder.volume import open_volume
 from asyncopy.core.engine import CopyOptions, copy
 from asyncopy.errors import CopyFailed, EndpointError, UsageError
+from asyncopy.sinks.brick import open_brick_sink
 from asyncopy.sinks.file import FileSink
+from asyncopy.sources.brick import open_brick_source
 from asyncopy.sources.file import FileSource
 from asyncopy.specs import open_sink, open_source
 from asyncopy.testing import Faults, FaultyVolume, MemoryVolume

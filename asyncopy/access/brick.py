@@ -5,7 +5,8 @@ Cinder describes how to reach a volume with ``{"driver_volume_type": "iscsi", "d
 (iSCSI, FC, local...), or a regular file on a mounted share for the RemoteFs protocols (nfs,
 glusterfs, quobyte, vzstorage, scality), whose ``connection_info`` carries
 ``mount_point_base`` beside ``data``. asyncopy then reads or writes the path with its
-block-device or file endpoints. So this module only attaches and detaches:
+block-device or file endpoints (``sources/brick.py``, ``sinks/brick.py``). So this module only
+attaches and detaches:
 
 - ``attach`` asks ``InitiatorConnector.factory(driver_volume_type, root_helper,
   conn=connection_info)`` for a connector (as Cinder's ``brick_get_connector`` does: the
@@ -42,17 +43,13 @@ import re
 import stat
 import warnings
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import trio
 
 from asyncopy.errors import EndpointError, UsageError
-from asyncopy.sinks.blockdev import BlockDeviceSink, open_block_sink
-from asyncopy.sinks.file import FileSink, open_file_sink
-from asyncopy.sources.blockdev import BlockDeviceSource, open_block_source
-from asyncopy.sources.file import FileSource, open_file_source
 
 # auth_password, discovery_auth_password, keyring, dhchap_secret, serverPassword, auth_key...;
 # not secret_type ("ceph") or secret_uuid, which name a secret without holding it.
@@ -171,17 +168,18 @@ async def attach(
         EndpointError: the connect failed or gave neither a block device nor a regular file
             (operation "connect"), or the disconnect after a clean exit failed ("disconnect").
     """
-    async with _attach(spec, root_helper, connector_factory) as (path, _):
+    async with attach_volume(spec, root_helper, connector_factory) as (path, _):
         yield path
 
 
 @asynccontextmanager
-async def _attach(
+async def attach_volume(
     spec: BrickSpec | Mapping[str, Any],
     root_helper: str,
     connector_factory: ConnectorFactory | None,
 ) -> AsyncIterator[tuple[str, bool]]:
-    """``attach``, yielding (path, whether it is a block device rather than a file)."""
+    """``attach``, yielding (path, whether it is a block device rather than a file): what
+    the brick source and sink open."""
     spec = spec if isinstance(spec, BrickSpec) else brick_spec(spec)
     kind, data, name = spec.kind, spec.data, str(spec)
     make = functools.partial(
@@ -218,47 +216,6 @@ async def _attach(
             await trio.to_thread.run_sync(disconnect, False)
         except Exception as exc:
             raise EndpointError(name, "disconnect", _masked_reason(exc, data)) from exc
-
-
-@asynccontextmanager
-async def open_brick_source(
-    spec: BrickSpec | Mapping[str, Any],
-    *,
-    root_helper: str = "sudo",
-    connector_factory: ConnectorFactory | None = None,
-) -> AsyncIterator[BlockDeviceSource | FileSource]:
-    """Attach a volume with os-brick and open its device or file read-only (see ``attach``)."""
-    spec = spec if isinstance(spec, BrickSpec) else brick_spec(spec)
-    async with _attach(spec, root_helper, connector_factory) as (path, block):
-        opener = open_block_source if block else open_file_source
-        async with opener(path) as volume:
-            volume.name = f"{spec}:{path}"
-            yield volume
-
-
-@asynccontextmanager
-async def open_brick_sink(
-    spec: BrickSpec | Mapping[str, Any],
-    *,
-    target_is_zero: bool = False,
-    root_helper: str = "sudo",
-    connector_factory: ConnectorFactory | None = None,
-) -> AsyncIterator[BlockDeviceSink | FileSink]:
-    """Attach a volume with os-brick and open its device or file for writing.
-
-    A file is written in place (never created or truncated); neither is trusted to read zeros
-    unless ``target_is_zero`` (see ``attach``).
-    """
-    spec = spec if isinstance(spec, BrickSpec) else brick_spec(spec)
-    async with _attach(spec, root_helper, connector_factory) as (path, block):
-        opening: AbstractAsyncContextManager[BlockDeviceSink | FileSink]
-        if block:
-            opening = open_block_sink(path, target_is_zero=target_is_zero)
-        else:
-            opening = open_file_sink(path, target_is_zero=target_is_zero)
-        async with opening as sink:
-            sink.name = f"{spec}:{path}"
-            yield sink
 
 
 def _check_usable(info: Mapping[str, Any], kind: str, data: Mapping[str, Any], where: str) -> None:

@@ -55,6 +55,7 @@ LBA_STATUS_ALLOC = 4096  # GET LBA STATUS reply buffer: 255 descriptors
 VPD_ALLOC = 255
 GRACE = 3.0  # seconds past the timeout before an unanswered command breaks the session
 STOP_WAIT = 5.0  # seconds for the pump thread to exit before it is abandoned
+CData = Any  # a cffi object: a libiscsi context, task or request, a buffer
 BATCH = 64  # completions taken from the pump per call
 UNMAPPED = (1, 2)  # GET LBA STATUS: deallocated, anchored; anything else counts as data
 T = TypeVar("T")
@@ -168,7 +169,7 @@ def credentials(spec: IscsiSpec, options: IscsiOptions) -> tuple[str, str] | Non
     return user, password
 
 
-def _library() -> tuple[Any, Any]:
+def _library() -> tuple[Any, Any]:  # (ffi, lib), built by _iscsi_build.py
     try:
         from asyncopy.access._libiscsi import ffi, lib
     except ImportError as exc:  # built at install time against libiscsi-dev
@@ -191,7 +192,7 @@ class Completion:
     sense_key: int = 0
     sense_ascq: int = 0
     residual: int = 0  # bytes the target did not move
-    task: Any = None  # a data-in reply (GOOD only): whoever takes it frees it
+    task: CData = None  # a data-in reply (GOOD only): whoever takes it frees it
     held: bool = False  # the pump points at the request until it exits
 
 
@@ -205,7 +206,7 @@ class Pump(Protocol):
     def exited(self) -> bool:
         """True once the thread has exited: what it answered before is in ``completions``."""
 
-    def submit(self, request: Any) -> None:
+    def submit(self, request: CData) -> None:
         """Hand a filled ``struct ap_request *`` over; never blocks."""
 
     def completions(self) -> list[Completion]:
@@ -221,13 +222,13 @@ class Pump(Protocol):
         """Free what the pump holds; only once it has exited."""
 
 
-PumpFactory = Callable[[Any], Pump]  # takes a configured libiscsi context and owns it
+PumpFactory = Callable[[CData], Pump]  # takes a configured libiscsi context and owns it
 
 
 class ThreadPump:
     """The pump in C: a detached thread per session that owns its context."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: CData) -> None:
         self._ffi, self._lib = _library()
         self._pump = self._lib.ap_pump_new(ctx)
         if self._pump == self._ffi.NULL:
@@ -243,7 +244,7 @@ class ThreadPump:
     def exited(self) -> bool:
         return bool(self._lib.ap_pump_exited(self._pump))
 
-    def submit(self, request: Any) -> None:
+    def submit(self, request: CData) -> None:
         self._lib.ap_pump_submit(self._pump, request)
 
     def completions(self) -> list[Completion]:
@@ -303,10 +304,10 @@ class _Waiter:
     def __init__(
         self,
         operation: str,
-        request: Any,
+        request: CData,
         offset: int | None,
         length: int | None,
-        export: Any,
+        export: CData,
         deadline: float,
     ) -> None:
         self.operation = operation
@@ -320,7 +321,7 @@ class _Waiter:
         self.completed = False  # its completion arrived
         self.abandoned = False  # its task stopped waiting first
         self.outcome: Exception | None = None
-        self.task: Any = None
+        self.task: CData = None
 
 
 # The pumps that did not exit in time, with what their threads may still use: never freed.
@@ -358,7 +359,7 @@ class Session:
             self.lib.iscsi_destroy_context(ctx)
             raise EndpointError(self.name, "connect", f"cannot start the pump: {exc}") from exc
 
-    def _context(self, chap: tuple[str, str] | None) -> Any:
+    def _context(self, chap: tuple[str, str] | None) -> CData:
         """A libiscsi context, configured before any thread owns it."""
         lib, spec = self.lib, self.spec
         ctx = lib.iscsi_create_context(self.options.initiator.encode())
@@ -469,7 +470,7 @@ class Session:
 
     # -- requests -------------------------------------------------------------------------
 
-    def _request(self, op: int, lba: int = 0, datalen: int = 0) -> Any:
+    def _request(self, op: int, lba: int = 0, datalen: int = 0) -> CData:
         request = self.ffi.new("struct ap_request *")
         request.op, request.lun, request.lba, request.datalen = op, self.spec.lun, lba, datalen
         return request
@@ -477,10 +478,10 @@ class Session:
     def _start(
         self,
         operation: str,
-        request: Any,
+        request: CData,
         offset: int | None = None,
         length: int | None = None,
-        export: Any = None,
+        export: CData = None,
         wait: float | None = None,
         slot: bool = False,
     ) -> _Waiter:
@@ -514,7 +515,7 @@ class Session:
             waiter.abandoned = True  # kept in _waiting: the pump may still point at it
             self._free_slot(waiter)
 
-    def _result(self, waiter: _Waiter) -> Any:
+    def _result(self, waiter: _Waiter) -> CData:
         """The data-in reply of a command that ended well (the caller frees it)."""
         if not waiter.completed:
             reason = self.failure or "failed"
@@ -526,8 +527,8 @@ class Session:
         return waiter.task
 
     async def _command(
-        self, operation: str, request: Any, offset: int | None = None, length: int | None = None
-    ) -> Any:
+        self, operation: str, request: CData, offset: int | None = None, length: int | None = None
+    ) -> CData:
         await self._slots.acquire()
         waiter = self._start(operation, request, offset, length, slot=True)
         await self._wait(waiter)
@@ -619,7 +620,7 @@ class Session:
         finally:
             lib.scsi_free_scsi_task(task)
 
-    async def inquiry_vpd(self, page: int, kind: str, read: Callable[[Any], T]) -> T | None:
+    async def inquiry_vpd(self, page: int, kind: str, read: Callable[[CData], T]) -> T | None:
         """What ``read`` takes from a VPD page, or None when the target does not have it."""
         ffi, lib = self.ffi, self.lib
         request = self._request(lib.AP_INQUIRY_VPD, 0, VPD_ALLOC)

@@ -25,9 +25,20 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from asyncopy.errors import CopyFailed
+
+if TYPE_CHECKING:  # imported by cinder-volume: oslo.config is there already, trio never
+    from oslo_config import cfg
+
+JsonObject = dict[str, Any]  # a connection_info, a request or a result, as JSON carries them
+
+
+# A Cinder ``Throttle`` (``cinder.volume.throttling``): only a ``BlkioCgroup`` has the
+# ``bps_limit`` a copy under it shares, so it is read when there.
+Throttle = object
+
 
 ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes in all)
 Tell = Callable[[int], None]  # sends one copy its bytes per second
@@ -93,17 +104,17 @@ def rate_share(owner: object, bytes_per_second: int) -> RateShare:
 
 
 def copy_volume_data(
-    src_connection_info: Mapping[str, Any],
-    dst_connection_info: Mapping[str, Any],
+    src_connection_info: Mapping[str, object],
+    dst_connection_info: Mapping[str, object],
     size: int,
     *,
-    conf: Any = None,
+    conf: cfg.ConfigOpts | None = None,
     target_is_zero: bool = False,
     progress: ProgressCallback | None = None,
     verify: bool | None = None,
     rate: RateShare | None = None,
     ionice: str | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Copy the first ``size`` bytes of one Cinder volume onto another; block until done.
 
     Args:
@@ -139,16 +150,16 @@ def copy_volume_data(
 
 
 def child_request(
-    src: Mapping[str, Any],
-    dst: Mapping[str, Any],
+    src: Mapping[str, object],
+    dst: Mapping[str, object],
     size: int,
-    conf: Any,
+    conf: cfg.ConfigOpts | None,
     *,
     target_is_zero: bool,
     verify: bool | None = None,
     ionice: str | None = None,
-    defaults: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+    defaults: Mapping[str, object] | None = None,
+) -> JsonObject:
     """What the child is asked: both ends described, the size, the settings."""
     files = getattr(conf, "config_file", None) if conf is not None else None
     return {
@@ -167,10 +178,10 @@ STOP_GRACE = 5.0  # seconds a stopped copy has to clean up before it is killed
 
 
 def run_child(
-    request: Mapping[str, Any],
+    request: Mapping[str, object],
     progress: ProgressCallback | None,
     rate: RateShare | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Run one copy in ``python -m asyncopy.cinder.child``; its result, or its error raised.
 
     If this wait is interrupted (a green thread killed when cinder-volume stops), the child
@@ -220,7 +231,7 @@ class _Control:
     def __init__(self, stream: IO[str]) -> None:
         self.stream = stream
 
-    def send(self, message: Mapping[str, Any]) -> None:
+    def send(self, message: Mapping[str, object]) -> None:
         with contextlib.suppress(BrokenPipeError, ValueError):  # the child is gone: its
             self.stream.write(json.dumps(message) + "\n")  # exit status will say why
             self.stream.flush()
@@ -235,10 +246,10 @@ class _Control:
 
 def _talk(
     child: subprocess.Popen[str], progress: ProgressCallback | None
-) -> tuple[dict[str, Any] | None, str]:
+) -> tuple[JsonObject | None, str]:
     assert child.stdout is not None
     assert child.stderr is not None
-    result: dict[str, Any] | None = None
+    result: JsonObject | None = None
     for line in child.stdout:
         message = json.loads(line)
         if "progress" in message and progress is not None:
@@ -257,10 +268,10 @@ def copy_volume(
     sync: bool = False,
     execute: Any = None,
     ionice: Any = None,
-    throttle: Any = None,
+    throttle: Throttle | None = None,
     sparse: bool = False,
     *,
-    conf: Any = None,
+    conf: cfg.ConfigOpts | None = None,
 ) -> None:
     """A drop-in for ``cinder.volume.volume_utils.copy_volume``.
 
@@ -301,12 +312,12 @@ def copy_handles(
     size: int,
     *,
     sparse: bool,
-    conf: Any = None,
+    conf: cfg.ConfigOpts | None = None,
     progress: ProgressCallback | None = None,
     rate: RateShare | None = None,
     ionice: str | None = None,
-    defaults: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+    defaults: Mapping[str, object] | None = None,
+) -> JsonObject:
     """Copy ``size`` bytes between what Cinder's ``_attach_volume`` returned (paths, file
     objects, ``RBDVolumeIOWrapper`` objects; see ``copy_volume``); the copy's figures.
 
@@ -342,13 +353,13 @@ def _cinder_copy_volume() -> Callable[..., None]:
     return with_path
 
 
-def _cinder_default_throttle() -> Any:
+def _cinder_default_throttle() -> Throttle | None:
     """Cinder's default ``Throttle`` (a driver's ``set_throttle`` sets it), if Cinder is here."""
     throttling = sys.modules.get("cinder.volume.throttling")
     return throttling.Throttle.get_default() if throttling is not None else None
 
 
-def describe(volume: Any) -> dict[str, Any]:
+def describe(volume: Any) -> JsonObject:
     """How the child process reaches what ``copy_volume`` was handed."""
     if isinstance(volume, str | os.PathLike):
         return {"uri": f"file:{os.fspath(volume)}"}
