@@ -475,6 +475,23 @@ def test_a_head_written_by_another_client_fails_the_copy(ceph: Cluster, tmp_path
     assert ceph.watchers(name) == []
 
 
+def test_without_exclusive_lock_a_client_holding_the_head_open_fails_the_copy(
+    ceph: Cluster, tmp_path: Path
+) -> None:
+    """Without the exclusive-lock feature a writer takes no lock: any other client that has
+    the head open when the reads end may have written it."""
+    name = ceph.name()
+    ceph.create(name, 256 * MiB, [(i * 4 * MiB, 4 * MiB) for i in range(64)], features=1)
+    reader = start_copy("--verify", ceph.uri(name), str(tmp_path / "out.img"))
+    with ceph.image(name):  # python-rbd, open read-write as a writer would be
+        _, errors = reader.communicate(timeout=TIMEOUT)
+    assert reader.returncode == 1, errors
+    line = errors.splitlines()[-1]
+    assert line.startswith(f"asyncopy: error: read failed on rbd:rbd/{name}: 1 other client")
+    assert "verified" not in errors
+    assert not (tmp_path / "out.img").exists()
+
+
 # -- the Cinder copy child: stopped, or its caller giving up -----------------------------------
 
 KEYRING = "[client.admin]\n\tkey = AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\n"

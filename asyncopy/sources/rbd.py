@@ -74,7 +74,10 @@ class RbdSource(RbdVolume):
         """A CopyFailed if another client may have written the head while it was read: it
         took the image's lock (every writer of an image with the exclusive-lock feature
         does, and says so to the watchers), the watch was lost (a notice may have been
-        missed), or a writer has the image open now."""
+        missed), or, on an image without that feature, another client has it open now.
+
+        With the feature, a client that has the image open but took no lock has written
+        nothing (it may have opened it only to be refused, as another asyncopy is)."""
         if self.watch is None:
             return
         hint = ": its bytes are of no single moment; copy from a snapshot (@SNAP)"
@@ -82,6 +85,8 @@ class RbdSource(RbdVolume):
             raise EndpointError(self.name, "read", f"another client took its lock{hint}")
         if self.watch.errors:
             raise EndpointError(self.name, "read", f"its watch was lost{hint}")
+        if self.exclusive_lock:
+            return
         others = await other_clients(self)
         if others > self.others_allowed:
             raise EndpointError(self.name, "read", f"{others} other client(s) opened it{hint}")
