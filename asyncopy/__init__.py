@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from asyncopy.access.ceph import CephOptions, RbdCreate
     from asyncopy.api import copy_sync, copy_uri, verify_manifest, verify_uris
     from asyncopy.core.endpoint import Extent, ExtentKind, Sink, Source, Volume, all_data
-    from asyncopy.core.engine import CopyOptions, CopyResult, Progress, copy
+    from asyncopy.core.engine import CopyOptions, CopyResult, copy
+    from asyncopy.core.progress import Progress
     from asyncopy.errors import (
         AsyncopyError,
         CopyFailed,
@@ -27,7 +28,8 @@ _WHERE = {
     "asyncopy.api": ["copy_sync", "copy_uri", "verify_manifest", "verify_uris"],
     "asyncopy.access.ceph": ["CephOptions", "RbdCreate"],
     "asyncopy.core.endpoint": ["Extent", "ExtentKind", "Sink", "Source", "Volume", "all_data"],
-    "asyncopy.core.engine": ["CopyOptions", "CopyResult", "Progress", "copy"],
+    "asyncopy.core.engine": ["CopyOptions", "CopyResult", "copy"],
+    "asyncopy.core.progress": ["Progress"],
     "asyncopy.errors": [
         "AsyncopyError",
         "CopyFailed",

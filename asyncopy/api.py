@@ -18,6 +18,7 @@ import trio
 from asyncopy.access.posix import path_identities
 from asyncopy.core.endpoint import Identified, Identity, Volume
 from asyncopy.core.engine import CopyOptions, CopyResult, ProgressCallback, copy
+from asyncopy.core.rate import RateLimit
 from asyncopy.core.verify import Manifest, check_manifest, compare, manifest_file
 from asyncopy.errors import Terminated, UsageError
 from asyncopy.specs import EndpointOptions, check, open_sink, open_source, parse
@@ -35,8 +36,12 @@ async def copy_uri(
     progress: ProgressCallback | None = None,
     src_options: EndpointOptions | None = None,
     dst_options: EndpointOptions | None = None,
+    rate: RateLimit | None = None,
 ) -> CopyResult:
     """Open ``src`` read-only and ``dst`` for writing, copy, and write the manifest if asked.
+
+    ``rate`` limits the bytes the copy reads (``asyncopy.core.rate``); it may be shared with
+    other copies and changed while this one runs.
 
     Raises:
         UsageError: bad input; nothing was written.
@@ -58,7 +63,7 @@ async def copy_uri(
                 options=like_source(source, dst_options),
             ) as sink:
                 refuse_same(sink, [source], manifest)
-                result = await copy(source, sink, options, progress)
+                result = await copy(source, sink, options, progress, rate)
                 if commit is not None and result.digests is not None:
                     commit(Manifest(result.digests))  # a failure here fails the copy
     return result
@@ -72,6 +77,7 @@ class CopyArguments(TypedDict, total=False):
     progress: ProgressCallback | None
     src_options: EndpointOptions | None
     dst_options: EndpointOptions | None
+    rate: RateLimit | None
 
 
 def copy_sync(

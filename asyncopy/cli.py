@@ -21,12 +21,15 @@ from typing import TYPE_CHECKING, NoReturn
 from asyncopy import settings
 from asyncopy.api import copy_uri, run_interruptibly, verify_manifest, verify_uris
 from asyncopy.core.sizes import human, parse_size
+from asyncopy.display import display
 from asyncopy.errors import AsyncopyError, CopyFailed, Terminated, UsageError
 from asyncopy.process import exit_process, tune_for_copy
 
 if TYPE_CHECKING:
     from asyncopy.access.ceph import RbdCreate
-    from asyncopy.core.engine import CopyResult, Progress
+    from asyncopy.core.engine import CopyResult
+    from asyncopy.core.rate import RateLimit
+    from asyncopy.display import Display
     from asyncopy.specs import EndpointOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -74,7 +77,20 @@ def _parser() -> argparse.ArgumentParser:
         help="assert DST already reads as zeros: its holes are skipped",
     )
     cp.add_argument("--json", action="store_true", help="print one JSON object")
-    cp.add_argument("--progress", action="store_true", help="show progress on stderr")
+    cp.add_argument(
+        "--progress",
+        nargs="?",
+        const="bar",
+        choices=("bar", "json"),
+        help="show progress on stderr: a bar with the rate and time left on a terminal, a line "
+        "every 10 s elsewhere; --progress=json: one JSON object per report",
+    )
+    cp.add_argument(
+        "--rate-limit",
+        metavar="SIZE/s",
+        help="read at most SIZE bytes a second (e.g. 100M/s): the source's data, zeros written "
+        "to a destination that cannot zero, and the verifying re-read",
+    )
     rbd = cp.add_argument_group("RBD endpoints")
     rbd.add_argument(
         "--src-conf",
@@ -204,6 +220,8 @@ def _copy(args: argparse.Namespace) -> int:
         sparse_size=_size(args.sparse_size, "sparse size"),
         verify=args.verify,
     )
+    shown = display(args.progress, sys.stderr) if args.progress else None
+    _DISPLAY[0] = shown
     job = partial(
         copy_uri,
         args.src,
@@ -211,11 +229,13 @@ def _copy(args: argparse.Namespace) -> int:
         options,
         target_is_zero=args.target_is_zero,
         manifest=args.manifest,
-        progress=_show_progress if args.progress else None,
+        progress=shown,
         src_options=_endpoint_options(args, values, args.src_conf),
         dst_options=_endpoint_options(args, values, args.dst_conf, _create_options(args)),
+        rate=_rate_limit(args.rate_limit),
     )
     result = run_interruptibly(job)
+    _end_display()
     if args.json:
         print(json.dumps(result.summary()))
     else:
@@ -321,15 +341,26 @@ def _describe(result: CopyResult) -> str:
     )
 
 
-_PROGRESS_LINE = [False]  # a progress line is on stderr, not yet ended
+_DISPLAY: list[Display | None] = [None]  # the progress shown on stderr, if any
 
 
-def _show_progress(progress: Progress) -> None:
-    percent = 100.0 * progress.done / progress.total if progress.total else 100.0
-    print(f"\r{percent:5.1f}% of {human(progress.total)}", end="", file=sys.stderr, flush=True)
-    _PROGRESS_LINE[0] = progress.done < progress.total
-    if not _PROGRESS_LINE[0]:
-        print(file=sys.stderr)
+def _end_display() -> None:
+    shown, _DISPLAY[0] = _DISPLAY[0], None
+    if shown is not None:
+        shown.close()
+
+
+def _rate_limit(text: str | None) -> RateLimit | None:
+    """``--rate-limit SIZE/s`` (the ``/s`` optional) as a limit; None when not given."""
+    if text is None:
+        return None
+    size = text[:-2] if text.lower().endswith("/s") else text
+    rate = parse_size(size, "rate limit")
+    if rate <= 0:
+        raise UsageError(f"--rate-limit must be more than 0 bytes a second, not {text!r}")
+    from asyncopy.core.rate import RateLimit
+
+    return RateLimit(rate)
 
 
 def _message(exc: BaseException) -> str:
@@ -338,8 +369,7 @@ def _message(exc: BaseException) -> str:
 
 
 def _fail(message: str, code: int) -> int:
-    if _PROGRESS_LINE[0]:  # the error on a line of its own
-        print(file=sys.stderr)
+    _end_display()  # the error on a line of its own
     print(f"asyncopy: error: {message}", file=sys.stderr)
     return code
 

@@ -17,6 +17,7 @@ import pytest
 from asyncopy.cinder import copy_volume, copy_volume_data
 from asyncopy.cinder.volume import open_volume
 from asyncopy.core.engine import CopyOptions, copy
+from asyncopy.core.progress import Progress
 from asyncopy.errors import CopyFailed, UsageError
 from asyncopy.sinks.rbd import RbdSink
 from devtools import devstack
@@ -67,14 +68,13 @@ def test_rbd_to_a_local_device_and_back_both_directions(
     content = ceph.create(src, SIZE, LAYOUT)
     ceph.create(back, SIZE)  # created by the destination's driver: empty, thin
     device, backing = make_loop(SIZE, fill=random.Random(2).randbytes(SIZE))
-    seen: list[tuple[int, int]] = []
+    seen: list[Progress] = []
 
-    there = copy_volume_data(
-        rbd_info(stack, src), local_info(device), SIZE, progress=lambda *p: seen.append(p)
-    )
+    there = copy_volume_data(rbd_info(stack, src), local_info(device), SIZE, progress=seen.append)
     assert backing.read_bytes() == content
     assert there["bytes_total"] == SIZE
-    assert seen[-1] == (SIZE, SIZE)
+    assert (seen[-1].done, seen[-1].total, seen[-1].eta) == (SIZE, SIZE, 0.0)
+    assert seen[-1].rate > 0
 
     again = copy_volume_data(local_info(device), rbd_info(stack, back), SIZE)
     assert again["bytes_skipped"] > 0  # an empty image is known to read zeros

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +65,9 @@ def test_verify_exit_codes(tmp_path: Path) -> None:
         (["copy", "{src}", "{dst}", "--manifest", "{missing}/m.json"], "cannot write in"),
         (["copy", "{src}"], "the following arguments are required: dst"),
         (["verify", "{src}"], "verify takes A B"),
+        (["copy", "{src}", "{dst}", "--rate-limit", "fast"], "bad rate limit 'fast'"),
+        (["copy", "{src}", "{dst}", "--rate-limit", "0/s"], "--rate-limit must be more than 0"),
+        (["copy", "{src}", "{dst}", "--progress=pretty"], "invalid choice: 'pretty'"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -111,3 +117,72 @@ def test_ctrl_c_is_never_lost_even_when_the_job_then_ends() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
     )
     assert done.stdout == "interrupted\n", done.stderr
+
+
+def test_rate_limit_holds_a_cli_copy_to_its_rate(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    content = write_pattern(src, 16 * MiB, [(0, 16 * MiB)])
+    started = time.monotonic()
+    done = run("copy", str(src), str(dst), "--rate-limit", "8M/s", "--json")
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stderr
+    assert dst.read_bytes() == content
+    assert took >= 0.9 * 16 / 8  # 16 MiB read at 8 MiB/s: 2 s, within 10%
+    fast = run("copy", str(src), str(tmp_path / "again.img"), "--rate-limit", "1G")
+    assert fast.returncode == 0, fast.stderr
+
+
+def test_progress_json_is_one_object_per_line_ending_done(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    write_pattern(src, 16 * MiB, [(0, 8 * MiB)])
+    done = run("copy", str(src), str(dst), "--progress=json", "--rate-limit", "16M", "--json")
+    assert done.returncode == 0, done.stderr
+    reports = [json.loads(line)["progress"] for line in done.stderr.splitlines()]
+    assert len(reports) >= 2
+    assert [r["done"] for r in reports] == sorted(r["done"] for r in reports)
+    assert reports[-1]["done"] == reports[-1]["total"] == 16 * MiB
+    assert reports[-1]["eta"] == 0
+    assert any(r["rate"] > 0 and r["eta"] is not None for r in reports[:-1])
+    assert json.loads(done.stdout)["bytes_total"] == 16 * MiB  # stdout keeps the result
+
+
+def test_progress_off_a_terminal_is_plain_lines_without_redraws(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    write_pattern(src, 8 * MiB, [(0, 8 * MiB)])
+    done = run("copy", str(src), str(dst), "--progress")
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[-1].startswith("asyncopy: 100.0% of 8.0 MiB, ")
+    assert lines[-1].endswith("/s, 0 s left")
+
+
+def test_progress_on_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    write_pattern(src, 16 * MiB, [(0, 16 * MiB)])
+    controller, terminal = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "asyncopy", "copy", str(src), str(dst), "--progress"],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        text=True,
+    ) as child:
+        os.close(terminal)
+        shown = b""
+        while True:
+            try:
+                piece = os.read(controller, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not piece:
+                break
+            shown += piece
+        out, _ = child.communicate(timeout=60)
+    os.close(controller)
+    assert child.returncode == 0
+    assert out.startswith("copied 16.0 MiB")
+    text = shown.decode()
+    assert "\r" in text  # redrawn in place
+    assert "100.0% |" in text
+    assert "16.0 MiB of 16.0 MiB" in text
+    assert "0 s left" in text

@@ -12,7 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asyncopy.core.endpoint import Extent, ExtentKind
-from asyncopy.core.engine import CopyOptions, CopyResult, Progress, copy
+from asyncopy.core.engine import CopyOptions, CopyResult, copy
+from asyncopy.core.progress import Meter, Progress
 from asyncopy.core.verify import chunk_digest
 from asyncopy.errors import EndpointError, UsageError, VerificationFailed
 from asyncopy.testing import Faults, FaultyVolume, MemoryVolume, RecordingSink
@@ -305,8 +306,33 @@ async def test_progress_is_reported_at_a_bounded_rate_and_ends_complete() -> Non
     elapsed = trio.current_time() - started
     assert len(seen) <= elapsed / 0.05 + 2
     assert len(seen) >= 2
-    assert seen[-1] == Progress(result.bytes_total, result.bytes_total, 0)
+    last = seen[-1]
+    assert (last.done, last.total, last.skipped) == (result.bytes_total, result.bytes_total, 0)
+    assert last.eta == 0.0
+    assert last.rate > 0
     assert [p.done for p in seen] == sorted(p.done for p in seen)
+
+
+def test_the_rate_is_over_the_last_window_and_the_eta_follows_it() -> None:
+    meter = Meter(total=1000, window=10.0)
+    assert meter.reading(0.0, 0, 0) == Progress(0, 1000, 0, 0.0, None)  # no rate yet
+    assert meter.reading(5.0, 100, 0) == Progress(100, 1000, 0, 20.0, 45.0)
+    meter.reading(10.0, 200, 0)
+    # 20 bytes/s for 10 s, then 100 bytes/s: the window forgets the slow start
+    now = meter.reading(15.0, 700, 50)
+    assert (now.rate, now.eta, now.skipped) == (60.0, 5.0, 50)
+    later = meter.reading(21.0, 1000, 50)
+    assert later.eta == 0.0
+    assert later.rate == (1000 - 200) / 11.0
+
+
+def test_a_progress_summary_round_trips() -> None:
+    progress = Progress(10, 20, 5, 1234.6, 7.25)
+    shown = progress.summary()
+    assert shown == {"done": 10, "total": 20, "skipped": 5, "rate": 1235, "eta": 7.2}
+    assert Progress.from_summary(shown) == Progress(10, 20, 5, 1235.0, 7.2)
+    with pytest.raises(ValueError, match="not a byte count"):
+        Progress.from_summary({"done": "10", "total": 20})
 
 
 async def test_keyboard_interrupt_in_a_worker_comes_out_alone() -> None:

@@ -16,8 +16,9 @@ import trio
 from asyncopy.access.posix import DIRECT_ALIGN, is_aligned, pread_direct
 from asyncopy.api import copy_sync, copy_uri
 from asyncopy.core.endpoint import ExtentKind
-from asyncopy.core.engine import CopyOptions, Progress, copy
+from asyncopy.core.engine import CopyOptions, copy
 from asyncopy.core.pipeline import aligned_buffer
+from asyncopy.core.progress import Progress
 from asyncopy.errors import EndpointError
 from asyncopy.sinks.file import FileSink
 from asyncopy.sources.file import FileSource

@@ -27,6 +27,7 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
+from asyncopy.core.progress import Progress
 from asyncopy.errors import CopyFailed
 
 if TYPE_CHECKING:  # imported by cinder-volume: oslo.config is there already, trio never
@@ -40,7 +41,7 @@ JsonObject = dict[str, Any]  # a connection_info, a request or a result, as JSON
 Throttle = object
 
 
-ProgressCallback = Callable[[int, int], None]  # (bytes done, bytes in all)
+ProgressCallback = Callable[[Progress], None]  # bytes done and in all, rate, time left
 Tell = Callable[[int], None]  # sends one copy its bytes per second
 
 
@@ -123,7 +124,8 @@ def copy_volume_data(
         size: bytes to copy (a Cinder volume's size in GiB times 2**30).
         conf: an oslo.config ConfigOpts: the copy reads its config files' ``[asyncopy]``.
         target_is_zero: the destination is known to read zeros (Cinder's ``sparse``).
-        progress: called with (bytes done, bytes in all) as the copy goes.
+        progress: called with a ``Progress`` (bytes done and in all, rate, time left) as
+            the copy goes.
         verify: re-read and compare the destination; None takes ``[asyncopy] verify``.
         rate: the bytes-per-second limit this copy shares with others; none if None.
         ionice: ionice's options for the copy's I/O priority (``-c3``, ``-c2 -n7``).
@@ -253,7 +255,7 @@ def _talk(
     for line in child.stdout:
         message = json.loads(line)
         if "progress" in message and progress is not None:
-            progress(message["progress"]["done"], message["progress"]["total"])
+            progress(Progress.from_summary(message["progress"]))
         result = message.get("result", result)
     errors = child.stderr.read().strip().splitlines()
     child.wait()

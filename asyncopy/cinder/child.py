@@ -19,8 +19,9 @@ import trio
 from asyncopy.api import run_interruptibly
 from asyncopy.cinder import config
 from asyncopy.cinder.volume import migrate
-from asyncopy.core.engine import CopyResult, Progress
+from asyncopy.core.engine import CopyResult
 from asyncopy.core.pipeline import run_all
+from asyncopy.core.progress import Progress
 from asyncopy.core.rate import RateLimit
 from asyncopy.errors import CopyFailed, Terminated, UsageError
 from asyncopy.process import exit_process, io_priority, set_io_priority, tune_for_copy
@@ -40,8 +41,7 @@ def child_main() -> int:
         verify = request.get("verify")
 
         def report(done: Progress) -> None:
-            line = {"done": done.done, "total": done.total, "skipped": done.skipped}
-            print(json.dumps({"progress": line}), flush=True)
+            print(json.dumps({"progress": done.summary()}), flush=True)
 
         async def job() -> CopyResult:
             rate = RateLimit(_rate(request.get("rate", 0)))

@@ -19,7 +19,7 @@ asyncopy copies between what they return, a device or file path or an os-brick
 - The copy is verified (re-read and compared) unless ``[asyncopy] verify = false``.
 - While it copies, the volume the operator sees (the one migrated or reverted, not the
   temporary one) carries ``migration_progress`` in its admin metadata (percent, bytes,
-  rate), written at most every ``PROGRESS_INTERVAL`` seconds and removed when the copy
+  rate, time left), written at most every ``PROGRESS_INTERVAL`` seconds and removed when the copy
   ends, however it ends.
 - Where asyncopy cannot copy as well or as safely, Cinder's own copy runs, and the log says
   why: an encryption change (the data must pass through dm-crypt on both ends) or a handle
@@ -45,6 +45,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from asyncopy.cinder import can_describe, copy_handles, rate_share
+from asyncopy.core.progress import Progress
 from asyncopy.errors import IncompatibleCinder
 
 LOG = logging.getLogger(__name__)
@@ -212,17 +213,17 @@ class ProgressNote:
         self.db = db
         self.ctxt = ctxt
         self.volume_id = volume_id
-        self.started = time.monotonic()
         self.last: float | None = None
 
-    def __call__(self, done: int, total: int) -> None:
+    def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
         if self.last is not None and now - self.last < PROGRESS_INTERVAL:
             return
         self.last = now
-        rate = done / max(now - self.started, 1e-3) / MiB
+        done, total = progress.done, progress.total
         percent = done * 100 // total if total else 100
-        text = f"{percent}% ({done} of {total} bytes, {rate:.1f} MiB/s)"
+        left = "" if progress.eta is None else f", {progress.eta:.0f} s left"
+        text = f"{percent}% ({done} of {total} bytes, {progress.rate / MiB:.1f} MiB/s{left})"
         try:
             self.db.volume_admin_metadata_update(
                 self.ctxt, self.volume_id, {PROGRESS_KEY: text}, False

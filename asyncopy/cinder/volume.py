@@ -22,7 +22,8 @@ from asyncopy.access.ceph import CephOptions
 from asyncopy.access.iscsi import IscsiOptions
 from asyncopy.cinder import config
 from asyncopy.core.endpoint import Extent, Sink, Volume
-from asyncopy.core.engine import CopyResult, Progress, copy
+from asyncopy.core.engine import CopyResult, copy
+from asyncopy.core.progress import Progress
 from asyncopy.core.rate import RateLimit
 from asyncopy.errors import UsageError
 from asyncopy.specs import EndpointOptions, Spec, from_connection_info, from_uri, open_sink

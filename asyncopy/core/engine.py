@@ -44,6 +44,7 @@ import trio
 from asyncopy.core.endpoint import Sink, Volume, Watched
 from asyncopy.core.pipeline import aligned_buffer, fan_out, plan_volume, read_chunk
 from asyncopy.core.plan import DataChunk, Segment, Work, ZeroRun, fill_zero, zero_segments
+from asyncopy.core.progress import Meter, Progress
 from asyncopy.core.rate import RateLimit
 from asyncopy.core.verify import DIGEST_SIZE, DigestTable, chunk_digest, digest_volume
 from asyncopy.errors import EndpointError, UsageError, VerificationFailed
@@ -99,15 +100,6 @@ class CopyOptions:
 def memory_limit() -> int:
     """The most buffer memory a copy may ask for: half the machine's physical memory."""
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
-
-
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """Bytes of the source handled so far (written, zeroed or skipped) out of ``total``."""
-
-    done: int
-    total: int
-    skipped: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +194,7 @@ class _Copy:
         self.hashing = options.digests or options.verify
         self.read = self.written = self.zeroed = self.skipped = 0
         self.last_report = 0.0
+        self.meter = Meter(source.size)
         self.tail = aligned_buffer(sink.block_size)
         # A source that hands its own buffers over, when the sink takes any buffer
 
@@ -318,7 +311,7 @@ class _Copy:
         if force or now - self.last_report >= self.options.progress_interval:
             self.last_report = now
             done = self.written + self.zeroed + self.skipped
-            self.progress(Progress(done, self.source.size, self.skipped))
+            self.progress(self.meter.reading(now, done, self.skipped))
 
     async def _verify(self) -> None:
         actual = await digest_volume(
