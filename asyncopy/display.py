@@ -12,6 +12,7 @@ caller and Cinder receive.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
@@ -77,13 +78,15 @@ class Lines:
         self.stream = stream
         self.interval = interval
         self.last: float | None = None
+        self.ended = False
 
     def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
         final = progress.done >= progress.total
-        if self.last is not None and now - self.last < self.interval and not final:
+        due = self.last is None or now - self.last >= self.interval
+        if self.ended or not (due or final):
             return
-        self.last = now
+        self.last, self.ended = now, final
         print(f"asyncopy: {describe(progress)}", file=self.stream, flush=True)
 
     def close(self) -> None:
@@ -99,15 +102,20 @@ class Bar:
         if self.bar is None:
             from tqdm import tqdm  # only for a terminal
 
+            try:
+                columns = os.get_terminal_size(self.stream.fileno()).columns
+            except OSError:
+                columns = 0
             self.bar = tqdm(
                 total=progress.total,
                 file=self.stream,
-                dynamic_ncols=True,
-                bar_format="{percentage:5.1f}% |{bar}| {postfix}",
+                ncols=columns or 100,  # a terminal that says no width: a common one
+                dynamic_ncols=bool(columns),
+                bar_format="{percentage:5.1f}% |{bar}| {desc}",
             )
         self.bar.n = progress.done
         done = f"{human(progress.done)} of {human(progress.total)}"
-        self.bar.set_postfix_str(f"{done}, {_rate_and_time(progress)}", refresh=False)
+        self.bar.set_description_str(f"{done}, {_rate_and_time(progress)}", refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:

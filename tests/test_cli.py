@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -155,12 +158,14 @@ def test_progress_off_a_terminal_is_plain_lines_without_redraws(tmp_path: Path) 
     lines = done.stderr.splitlines()
     assert lines[-1].startswith("asyncopy: 100.0% of 8.0 MiB, ")
     assert lines[-1].endswith("/s, 0 s left")
+    assert not any(line.startswith("asyncopy: 100.0%") for line in lines[:-1])  # said once
 
 
 def test_progress_on_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path: Path) -> None:
     src, dst = tmp_path / "src.img", tmp_path / "dst.img"
     write_pattern(src, 16 * MiB, [(0, 16 * MiB)])
     controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     with subprocess.Popen(
         [sys.executable, "-m", "asyncopy", "copy", str(src), str(dst), "--progress"],
         stdout=subprocess.PIPE,
@@ -184,5 +189,6 @@ def test_progress_on_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path: Path)
     text = shown.decode()
     assert "\r" in text  # redrawn in place
     assert "100.0% |" in text
+    assert "| 16.0 MiB of 16.0 MiB, " in text
     assert "16.0 MiB of 16.0 MiB" in text
     assert "0 s left" in text

@@ -7,6 +7,7 @@ No trio here: Cinder's side of a copy (``asyncopy.cinder``, under eventlet) hand
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 RATE_WINDOW = 10.0  # seconds of reports the rate is measured over
@@ -32,7 +33,7 @@ class Progress:
         return shown
 
     @classmethod
-    def from_summary(cls, summary: dict[str, object]) -> Progress:
+    def from_summary(cls, summary: Mapping[str, object]) -> Progress:
         """The inverse of ``summary`` (what a copy child reports)."""
         eta = summary.get("eta")
         return cls(
