@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, NoReturn
 from asyncopy import settings
 from asyncopy.api import copy_uri, run_interruptibly, verify_manifest, verify_uris
 from asyncopy.core.sizes import human, parse_size
-from asyncopy.display import display
+from asyncopy.display import KINDS, display
 from asyncopy.errors import AsyncopyError, CopyFailed, Terminated, UsageError
 from asyncopy.process import exit_process, tune_for_copy
 
@@ -79,12 +79,12 @@ def _parser() -> argparse.ArgumentParser:
     cp.add_argument("--json", action="store_true", help="print one JSON object")
     cp.add_argument(
         "--progress",
-        nargs="?",
+        action="store_const",
         const="bar",
-        choices=("bar", "json"),
         help="show progress on stderr: a bar with the rate and time left on a terminal, a line "
         "every 10 s elsewhere; --progress=json: one JSON object per report",
     )
+    cp.add_argument("--progress=", dest="progress", help=argparse.SUPPRESS)
     cp.add_argument(
         "--rate-limit",
         metavar="SIZE/s",
@@ -184,7 +184,7 @@ def _root_helper(parser: argparse._ActionsContainer) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = _parser().parse_args(_progress_kind_apart(sys.argv[1:] if argv is None else argv))
         if args.command == "copy":
             return _copy(args)
         return _verify(args)
@@ -198,6 +198,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail("interrupted", EXIT_INTERRUPTED)
     except Terminated:
         return _fail("terminated", EXIT_TERMINATED)
+
+
+def _progress_kind_apart(argv: Sequence[str]) -> list[str]:
+    """``--progress=KIND`` as ``--progress= KIND``: a bare ``--progress`` then never takes
+    the SRC after it for its value."""
+    apart: list[str] = []
+    for arg in argv:
+        if arg == "--":
+            apart += argv[len(apart) :]
+            break
+        kind = arg.removeprefix("--progress=")
+        apart += ["--progress=", kind] if kind != arg else [arg]
+    return apart
 
 
 def _warn_of_secrets(*specs: str | None) -> None:
@@ -220,6 +233,8 @@ def _copy(args: argparse.Namespace) -> int:
         sparse_size=_size(args.sparse_size, "sparse size"),
         verify=args.verify,
     )
+    if args.progress not in (None, *KINDS):
+        raise UsageError(f"--progress={args.progress}: expected one of {', '.join(KINDS)}")
     shown = display(args.progress, sys.stderr) if args.progress else None
     _DISPLAY[0] = shown
     job = partial(
