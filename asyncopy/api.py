@@ -6,8 +6,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable
-from contextlib import ExitStack
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -18,6 +18,14 @@ import trio
 from asyncopy.access.posix import path_identities
 from asyncopy.core.endpoint import Identified, Identity, Volume
 from asyncopy.core.engine import CopyOptions, CopyResult, ProgressCallback, copy
+from asyncopy.core.journal import (
+    Header,
+    Journal,
+    check_resumable,
+    create,
+    endpoint_of,
+    open_existing,
+)
 from asyncopy.core.rate import RateLimit
 from asyncopy.core.verify import Manifest, check_manifest, compare, manifest_file
 from asyncopy.errors import Terminated, UsageError
@@ -37,36 +45,74 @@ async def copy_uri(
     src_options: EndpointOptions | None = None,
     dst_options: EndpointOptions | None = None,
     rate: RateLimit | None = None,
+    journal: Path | None = None,
+    resume: bool = False,
+    trust_source: bool = False,
 ) -> CopyResult:
     """Open ``src`` read-only and ``dst`` for writing, copy, and write the manifest if asked.
 
     ``rate`` limits the bytes the copy reads (``asyncopy.core.rate``); it may be shared with
-    other copies and changed while this one runs.
+    other copies and changed while this one runs. ``journal`` keeps a record of the work on
+    the destination (``core.journal``), and a destination this copy creates is kept if it
+    fails; with ``resume`` the journal exists and the copy continues where it shows it
+    stopped, from the same source (unchanged: ``trust_source`` for one that cannot tell)
+    onto the same destination.
 
     Raises:
         UsageError: bad input; nothing was written.
         CopyFailed: the copy, its flush, close or verification failed.
     """
+    options = options or CopyOptions()
     if manifest is not None:
-        options = replace(options or CopyOptions(), digests=True)
+        options = replace(options, digests=True)
     check(src)
     check(dst)
-    refuse_same_paths(src, dst, manifest)
-    with ExitStack() as manifests:
-        commit = manifests.enter_context(manifest_file(manifest)) if manifest else None
+    files = [(kind, path) for kind, path in (("manifest", manifest), ("journal", journal)) if path]
+    refuse_same_paths(src, dst, files)
+    with ExitStack() as held:
+        commit = held.enter_context(manifest_file(manifest)) if manifest else None
+        kept = held.enter_context(_journal(journal, resume)) if journal else None
+        if kept is not None and resume:
+            options = replace(options, chunk_size=kept.header.chunk_size)
         async with open_source(src, src_options) as source:
-            refuse_same(source, [], manifest)
+            refuse_same(source, [], files)
             async with open_sink(
                 dst,
                 size=source.size,
                 target_is_zero=target_is_zero,
                 options=like_source(source, dst_options),
+                must_exist=resume,
+                keep_on_failure=journal is not None,
             ) as sink:
-                refuse_same(sink, [source], manifest)
-                result = await copy(source, sink, options, progress, rate)
+                refuse_same(sink, [source], files)
+                if kept is not None:
+                    check_resumable(kept, source, sink, trust_source=trust_source)
+                elif journal is not None:
+                    header = Header(
+                        source.size, options.chunk_size, endpoint_of(source), endpoint_of(sink)
+                    )
+                    kept = create(journal, header)
+                    held.callback(kept.close)
+                result = await copy(source, sink, options, progress, rate, journal=kept)
                 if commit is not None and result.digests is not None:
                     commit(Manifest(result.digests))  # a failure here fails the copy
     return result
+
+
+@contextmanager
+def _journal(path: Path, resume: bool) -> Iterator[Journal | None]:
+    """The journal to resume (read before anything is opened), or None for a new one, whose
+    path must then be free."""
+    if not resume:
+        if os.path.lexists(path):
+            raise UsageError(f"journal {path}: exists already (--resume {path} continues its copy)")
+        yield None
+        return
+    kept = open_existing(path)
+    try:
+        yield kept
+    finally:
+        kept.close()
 
 
 class CopyArguments(TypedDict, total=False):
@@ -78,6 +124,9 @@ class CopyArguments(TypedDict, total=False):
     src_options: EndpointOptions | None
     dst_options: EndpointOptions | None
     rate: RateLimit | None
+    journal: Path | None
+    resume: bool
+    trust_source: bool
 
 
 def copy_sync(
@@ -156,28 +205,31 @@ def like_source(source: Volume, options: EndpointOptions | None) -> EndpointOpti
     return options
 
 
-def refuse_same_paths(src: str, dst: str, manifest: Path | None) -> None:
+def refuse_same_paths(src: str, dst: str, files: Sequence[tuple[str, Path]] = ()) -> None:
     """Before anything is opened: SRC and DST (local paths, any spelling or link) must be two
-    volumes, and a manifest neither of them."""
+    volumes, and a manifest or journal neither of them."""
     local = [rest for scheme, rest in (parse(src), parse(dst)) if scheme == "file"]
     if len(local) == 2 and path_identities(local[0]) & path_identities(local[1]):
         raise UsageError(f"{src} and {dst} are the same volume")
-    if manifest is None:
-        return
     taken = frozenset().union(*(path_identities(path) for path in local))
-    if path_identities(manifest) & taken or any(_same_path(manifest, path) for path in local):
-        raise UsageError(f"manifest {manifest}: is the source or the destination")
+    for kind, path in files:
+        if path_identities(path) & taken or any(_same_path(path, name) for name in local):
+            raise UsageError(f"{kind} {path}: is the source or the destination")
 
 
-def refuse_same(volume: Volume, opened: list[Volume], manifest: Path | None) -> None:
+def refuse_same(
+    volume: Volume, opened: list[Volume], files: Sequence[tuple[str, Path]] = ()
+) -> None:
     """Once opened, by what each volume says it is (inode, device, loop backing file,
-    cluster image, LUN): ``volume`` is none of ``opened``, and the manifest is none of them."""
+    cluster image, LUN): ``volume`` is none of ``opened``, and the manifest or journal is
+    none of them."""
     mine = identities(volume)
     for other in opened:
         if mine & identities(other):
             raise UsageError(f"{volume.name} and {other.name} are the same volume")
-    if manifest is not None and path_identities(manifest) & mine:
-        raise UsageError(f"manifest {manifest}: is {volume.name}")
+    for kind, path in files:
+        if path_identities(path) & mine:
+            raise UsageError(f"{kind} {path}: is {volume.name}")
 
 
 def identities(volume: Volume) -> frozenset[Identity]:

@@ -91,6 +91,26 @@ def _parser() -> argparse.ArgumentParser:
         help="read at most SIZE bytes a second (e.g. 100M/s): the source's data, zeros written "
         "to a destination that cannot zero, and the verifying re-read",
     )
+    resuming = cp.add_argument_group("long copies")
+    resuming.add_argument(
+        "--journal",
+        type=Path,
+        metavar="PATH",
+        help="keep a record of the work on DST at PATH (a new file), so that an interrupted "
+        "copy can be resumed; a DST this copy creates is kept if it fails",
+    )
+    resuming.add_argument(
+        "--resume",
+        type=Path,
+        metavar="PATH",
+        help="continue the copy of SRC onto DST that the journal at PATH was kept for, "
+        "redoing only what it does not show done",
+    )
+    resuming.add_argument(
+        "--trust-source",
+        action="store_true",
+        help="with --resume: SRC did not change, though it cannot tell (the head of an image)",
+    )
     rbd = cp.add_argument_group("RBD endpoints")
     rbd.add_argument(
         "--src-conf",
@@ -233,6 +253,10 @@ def _copy(args: argparse.Namespace) -> int:
         sparse_size=_size(args.sparse_size, "sparse size"),
         verify=args.verify,
     )
+    if args.journal is not None and args.resume is not None:
+        raise UsageError("--journal starts a journal, --resume continues one: give one of them")
+    if args.trust_source and args.resume is None:
+        raise UsageError("--trust-source goes with --resume")
     if args.progress not in (None, *KINDS):
         raise UsageError(f"--progress={args.progress}: expected one of {', '.join(KINDS)}")
     shown = display(args.progress, sys.stderr) if args.progress else None
@@ -248,6 +272,9 @@ def _copy(args: argparse.Namespace) -> int:
         src_options=_endpoint_options(args, values, args.src_conf),
         dst_options=_endpoint_options(args, values, args.dst_conf, _create_options(args)),
         rate=_rate_limit(args.rate_limit),
+        journal=args.resume or args.journal,
+        resume=args.resume is not None,
+        trust_source=args.trust_source,
     )
     result = run_interruptibly(job)
     _end_display()
@@ -352,6 +379,7 @@ def _describe(result: CopyResult) -> str:
         f"copied {human(result.bytes_total)} in {result.seconds:.2f} s ({human(rate)}/s): "
         f"read {human(result.bytes_read)}, wrote {human(result.bytes_written)}, "
         f"zeroed {human(result.bytes_zeroed)}, skipped {human(result.bytes_skipped)}"
+        + (f", already there {human(result.bytes_unchanged)}" if result.bytes_unchanged else "")
         + (f", verified (re-read {result.verify_seconds:.2f} s)" if result.verified else "")
     )
 

@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from asyncopy.access.brick import BrickSpec, brick_spec, load_connection_info
@@ -160,9 +160,11 @@ async def open_sink(
     target_is_zero: bool = False,
     options: EndpointOptions | None = None,
     must_exist: bool = False,
+    keep_on_failure: bool = False,
 ) -> AsyncIterator[Sink]:
     """Open the endpoint ``spec`` names for writing ``size`` bytes; unless ``must_exist``,
-    create a missing file or image."""
+    create a missing file or image, removed again if the copy fails unless
+    ``keep_on_failure`` (or, for an image, ``options.create.keep_on_failure``)."""
     options = options or EndpointOptions()
     spec = from_uri(spec) if isinstance(spec, str) else spec
     if options.create.given() and not isinstance(spec, RbdSpec):
@@ -175,7 +177,9 @@ async def open_sink(
             spec,
             size=size,
             options=options.ceph,
-            create=options.create,
+            create=replace(options.create, keep_on_failure=True)
+            if keep_on_failure
+            else options.create,
             target_is_zero=target_is_zero,
             must_exist=must_exist,
         ) as image:
@@ -195,13 +199,15 @@ async def open_sink(
         ) as device:
             yield device
     else:
-        async with _open_path_sink(spec.path, size, target_is_zero, must_exist) as sink:
+        async with _open_path_sink(
+            spec.path, size, target_is_zero, must_exist, keep_on_failure
+        ) as sink:
             yield sink
 
 
 @asynccontextmanager
 async def _open_path_sink(
-    path: str, size: int, target_is_zero: bool, must_exist: bool
+    path: str, size: int, target_is_zero: bool, must_exist: bool, keep_on_failure: bool
 ) -> AsyncIterator[Sink]:
     kind = kind_of(path)
     if kind == "block":
@@ -212,6 +218,9 @@ async def _open_path_sink(
         raise UsageError(f"destination {path}: no such file or device")
     create_size = None if kind == "file" else size
     async with open_file_sink(
-        path, create_size=create_size, target_is_zero=target_is_zero
+        path,
+        create_size=create_size,
+        target_is_zero=target_is_zero,
+        keep_on_failure=keep_on_failure,
     ) as file_sink:
         yield file_sink

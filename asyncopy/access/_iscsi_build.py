@@ -135,6 +135,10 @@ void ap_pump_break(struct ap_pump *p, const char *reason);
 void ap_pump_stop(struct ap_pump *p);
 int ap_pump_exited(struct ap_pump *p);
 void ap_pump_free(struct ap_pump *p);
+int ap_unit_serial(void *page, char *out, size_t size);
+int ap_lu_designators(void *page, char *out, size_t size);
+#define SCSI_INQUIRY_PAGECODE_UNIT_SERIAL_NUMBER ...
+#define SCSI_INQUIRY_PAGECODE_DEVICE_IDENTIFICATION ...
 """
 
 SOURCE = r"""
@@ -602,6 +606,40 @@ void ap_pump_free(struct ap_pump *p)
     close(p->done_fd);
     pthread_mutex_destroy(&p->lock);
     free(p);
+}
+
+/* What identifies a logical unit, from its unmarshalled VPD pages, as text in out: the
+   unit serial number (0x80), and the designators of the logical unit itself (0x83,
+   association 0) as "TYPE:HEX" separated by spaces. -1 when out is too small. */
+int ap_unit_serial(void *page, char *out, size_t size)
+{
+    struct scsi_inquiry_unit_serial_number *usn = page;
+    int n = snprintf(out, size, "%s", usn->usn ? usn->usn : "");
+    return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+int ap_lu_designators(void *page, char *out, size_t size)
+{
+    struct scsi_inquiry_device_identification *id = page;
+    struct scsi_inquiry_device_designator *d;
+    size_t used = 0;
+    out[0] = 0;
+    for (d = id->designators; d != NULL; d = d->next) {
+        if (d->association != SCSI_ASSOCIATION_LOGICAL_UNIT)
+            continue;
+        int n = snprintf(out + used, size - used, "%s%d:", used ? " " : "",
+                         (int)d->designator_type);
+        if (n < 0 || (size_t)n >= size - used)
+            return -1;
+        used += n;
+        for (int i = 0; i < d->designator_length; i++) {
+            n = snprintf(out + used, size - used, "%02x", (unsigned char)d->designator[i]);
+            if (n < 0 || (size_t)n >= size - used)
+                return -1;
+            used += n;
+        }
+    }
+    return 0;
 }
 """
 

@@ -89,6 +89,9 @@ int rbd_get_id(rbd_image_t image, char *id, size_t id_len);
 int rbd_lock_acquire(rbd_image_t image, rbd_lock_mode_t lock_mode);
 int rbd_watchers_list(rbd_image_t image, rbd_image_watcher_t *watchers, size_t *max_watchers);
 void rbd_watchers_list_cleanup(rbd_image_watcher_t *watchers, size_t num_watchers);
+int rbd_snap_get_id(rbd_image_t image, const char *snapname, uint64_t *snap_id);
+int rbd_snap_exists(rbd_image_t image, const char *snapname, bool *exists);
+int rbd_snap_create(rbd_image_t image, const char *snapname);
 int rbd_diff_iterate2(rbd_image_t image, const char *fromsnapname, uint64_t ofs, uint64_t len,
                       uint8_t include_parent, uint8_t whole_object,
                       int (*cb)(uint64_t, size_t, int, void *), void *arg);

@@ -708,6 +708,7 @@ class Geometry:
     lbprz: bool  # unmapped blocks read as zeros
     unmap_by_write_same: bool
     max_write_same: int  # bytes per WRITE SAME
+    identifiers: tuple[str, ...]  # VPD: "serial:USN", "TYPE:HEX" designators of the LU
 
 
 async def read_geometry(session: Session) -> Geometry:
@@ -744,7 +745,32 @@ async def read_geometry(session: Session) -> Geometry:
         lbprz,
         bool(lbpws) and lbprz,
         max(block, max_ws),
+        await read_identifiers(session),
     )
+
+
+async def read_identifiers(session: Session) -> tuple[str, ...]:
+    """What identifies the LUN whatever its address: its unit serial number (VPD 0x80) and
+    the logical unit's own designators (VPD 0x83: NAA, EUI-64, T10 vendor ID...)."""
+    ffi, lib = session.ffi, session.lib
+    text = ffi.new("char[]", 4096)
+
+    def as_text(fill: Callable[[CData, CData, int], int]) -> Callable[[CData], str | None]:
+        def read(page: CData) -> str | None:
+            return (
+                ffi.string(text).decode("ascii", "replace") if fill(page, text, 4096) == 0 else None
+            )
+
+        return read
+
+    serial = await session.inquiry_vpd(
+        lib.SCSI_INQUIRY_PAGECODE_UNIT_SERIAL_NUMBER, "void *", as_text(lib.ap_unit_serial)
+    )
+    designators = await session.inquiry_vpd(
+        lib.SCSI_INQUIRY_PAGECODE_DEVICE_IDENTIFICATION, "void *", as_text(lib.ap_lu_designators)
+    )
+    found = [f"serial:{serial.strip()}"] if serial and serial.strip() else []
+    return (*found, *(designators or "").split())
 
 
 @asynccontextmanager

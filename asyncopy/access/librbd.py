@@ -319,6 +319,27 @@ class Image:
         check("rbd_get_id", lib.rbd_get_id(self.handle, text, 256))
         return str(ffi.string(text).decode())
 
+    def snapshot_id(self, name: str) -> int:
+        """The id of snapshot ``name`` (another snapshot made under the same name has
+        another id)."""
+        value = ffi.new("uint64_t *")
+        check("rbd_snap_get_id", lib.rbd_snap_get_id(self.handle, name.encode(), value), name)
+        return int(value[0])
+
+    async def snapshot_exists(self, name: str) -> bool:
+        found = ffi.new("bool *")
+        result = await bounded(
+            self, "rbd_snap_exists", lib.rbd_snap_exists, self.handle, name.encode(), found
+        )
+        check("rbd_snap_exists", result, name)
+        return bool(found[0])
+
+    async def create_snapshot(self, name: str) -> None:
+        result = await bounded(
+            self, "rbd_snap_create", lib.rbd_snap_create, self.handle, name.encode()
+        )
+        check("rbd_snap_create", result, name)
+
     async def watch_header(self) -> HeaderWatch:
         """Watch the image's header as its writers do: a writer that checks for watchers sees
         this reader, and every client taking the image's lock is counted."""
@@ -385,17 +406,17 @@ class Image:
         )
 
     async def allocated(
-        self, offset: int, length: int, whole_object: bool
+        self, offset: int, length: int, whole_object: bool, since: str | None = None
     ) -> list[tuple[int, int, bool]]:
-        """``rbd_diff_iterate2`` from the beginning (parent included): (offset, length,
-        exists) per run."""
+        """``rbd_diff_iterate2`` from the beginning (parent included), or from snapshot
+        ``since``: (offset, length, exists) per run written (or discarded) since."""
         found: list[tuple[int, int, bool]] = []
 
         def walk() -> None:
             arg = ffi.new_handle(found)
             result = lib.rbd_diff_iterate2(
                 self.handle,
-                ffi.NULL,
+                _text(since),
                 offset,
                 length,
                 1,

@@ -82,6 +82,14 @@ class FdVolume:
     def identities(self) -> frozenset[Identity]:
         return stat_identities(os.fstat(self.fd))
 
+    def version(self) -> str | None:
+        """A file's size and its modification and change times (any write moves them); a
+        block device's size, all it can tell."""
+        st = os.fstat(self.fd)
+        if not stat.S_ISREG(st.st_mode):
+            return f"size {self.size}"
+        return f"size {st.st_size} modified {st.st_mtime_ns} changed {st.st_ctime_ns}"
+
 
 class FdSource(FdVolume):
     """A source read through ``direct`` (O_DIRECT, or None where refused) where aligned to

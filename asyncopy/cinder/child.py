@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable
+from functools import partial
 from typing import Any, TypeVar
 
 import trio
@@ -20,7 +21,7 @@ from asyncopy.api import run_interruptibly
 from asyncopy.cinder import config
 from asyncopy.cinder.volume import migrate
 from asyncopy.core.engine import CopyResult
-from asyncopy.core.pipeline import run_all
+from asyncopy.core.pipeline import alongside
 from asyncopy.core.progress import Progress
 from asyncopy.core.rate import RateLimit
 from asyncopy.errors import CopyFailed, Terminated, UsageError
@@ -105,21 +106,11 @@ def _rate(value: object) -> int:
 
 async def following_rate(already: bytes, rate: RateLimit, work: Awaitable[T]) -> T:
     """Await ``work`` while the rate lines on stdin change ``rate``; its error raised alone."""
-    following = trio.CancelScope()
-    done: list[T] = []
 
-    async def copying() -> None:
-        try:
-            done.append(await work)
-        finally:
-            following.cancel()
+    async def working() -> T:
+        return await work
 
-    async def follow() -> None:
-        with following:
-            await follow_rate(already, rate)
-
-    await run_all([copying, follow])
-    return done[0]
+    return await alongside(working, partial(follow_rate, already, rate))
 
 
 async def follow_rate(already: bytes, rate: RateLimit, fd: int = 0) -> None:

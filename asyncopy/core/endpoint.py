@@ -56,6 +56,16 @@ class Identified(Protocol):
 
 
 @runtime_checkable
+class Versioned(Protocol):
+    """A volume that can tell which version of its bytes it holds, so that a copy resumed
+    later can refuse a source that changed in between."""
+
+    def version(self) -> str | None:
+        """What changes when its bytes may have (a snapshot's id, a file's size and times);
+        None when that cannot be told (the head of an RBD image)."""
+
+
+@runtime_checkable
 class Watched(Protocol):
     """A source that can tell whether another client may have written it while it was read
     (the head of an RBD image): the copy then fails rather than present bytes of no single

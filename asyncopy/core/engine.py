@@ -35,14 +35,16 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import trio
 
 from asyncopy.core.endpoint import Sink, Volume, Watched
-from asyncopy.core.pipeline import aligned_buffer, fan_out, plan_volume, read_chunk
+from asyncopy.core.journal import Journal, Record
+from asyncopy.core.pipeline import aligned_buffer, alongside, fan_out, plan_volume, read_chunk
 from asyncopy.core.plan import DataChunk, Segment, Work, ZeroRun, fill_zero, zero_segments
 from asyncopy.core.progress import Meter, Progress
 from asyncopy.core.rate import RateLimit
@@ -56,6 +58,7 @@ DEFAULT_MAX_INFLIGHT = 64 * MiB
 DEFAULT_SPARSE_SIZE = 4096  # as qemu-img convert -S
 MAX_DEPTH = 1024  # past a few dozen nothing gets faster; one buffer mapping per chunk in flight
 UNHASHED = bytes(DIGEST_SIZE)  # what a chunk's digest is when no hashing was asked for
+COMMIT_INTERVAL = 1.0  # seconds at most between two journal commits (a sink flush each)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,8 @@ class CopyResult:
     verified: bool
     digests: DigestTable | None = field(repr=False, compare=False)
     verify_seconds: float = 0.0  # of ``seconds``, the re-read
+    # on the destination already: found done in a journal, or unchanged since a base snapshot
+    bytes_unchanged: int = 0
 
     def summary(self) -> dict[str, Any]:
         """The figures as a JSON-ready dict (digests left out)."""
@@ -128,6 +133,7 @@ class CopyResult:
             "seconds": round(self.seconds, 6),
             "verified": self.verified,
             "verify_seconds": round(self.verify_seconds, 6),
+            "bytes_unchanged": self.bytes_unchanged,
         }
 
 
@@ -140,6 +146,9 @@ async def copy(
     options: CopyOptions | None = None,
     progress: ProgressCallback | None = None,
     rate: RateLimit | None = None,
+    *,
+    journal: Journal | None = None,
+    unchanged: bytearray | None = None,
 ) -> CopyResult:
     """Copy every byte of ``source`` onto the start of ``sink``.
 
@@ -150,13 +159,19 @@ async def copy(
         progress: called at most every ``options.progress_interval`` seconds, and at the end.
         rate: a bytes-per-second limit on what the copy reads (``asyncopy.core.rate``), which may
             be shared with other copies and changed while this one runs; none if None.
+        journal: what is on the sink already (skipped, its digests taken as the source's),
+            and where the work done goes, after each flush of the sink (``core.journal``).
+        unchanged: one byte per chunk, non-zero for the chunks the sink holds already (an
+            incremental copy): neither read nor written.
 
     Raises:
         UsageError: the sink is too small or the block sizes do not fit the options;
             nothing was written.
         CopyFailed: an I/O error, a short read, a failed flush or a failed verification.
     """
-    return await _Copy(source, sink, options or CopyOptions(), progress, rate).run()
+    copying = _Copy(source, sink, options or CopyOptions(), progress, rate)
+    copying.skip_done(journal, unchanged)
+    return await copying.run()
 
 
 def check_fit(source: Volume, sink: Sink, options: CopyOptions) -> None:
@@ -192,22 +207,56 @@ class _Copy:
         # Without hashing the table still records which chunks were done, with no digest
         self.digests = DigestTable(source.size, options.chunk_size)
         self.hashing = options.digests or options.verify
+        self.journal: Journal | None = None
+        self.commit_due = trio.Event()
+        self.skip = bytearray(self.digests.count)  # chunks done already, or unchanged
+        self.skipping = False
+        self.resumed = 0  # bytes found done or unchanged
         self.read = self.written = self.zeroed = self.skipped = 0
         self.last_report = 0.0
         self.meter = Meter(source.size)
         self.tail = aligned_buffer(sink.block_size)
         # A source that hands its own buffers over, when the sink takes any buffer
 
+    def skip_done(self, journal: Journal | None, unchanged: bytearray | None) -> None:
+        """Leave out what ``journal`` shows done and what is ``unchanged``."""
+        if journal is not None:
+            if (journal.header.size, journal.header.chunk_size) != (
+                self.digests.size,
+                self.digests.chunk_size,
+            ):
+                raise UsageError(f"journal {journal.path}: made for another size or chunk size")
+            self.journal, self.hashing = journal, True  # its records carry digests
+            journal.fill(self.digests)
+            self._skip(journal.done)
+        if unchanged is not None:
+            self._skip(unchanged)
+
+    def _skip(self, mask: bytearray) -> None:
+        for index, flag in enumerate(mask):
+            if flag and not self.skip[index]:
+                self.skip[index] = 1
+                self.resumed += self.digests.chunk_length(index)
+        self.skipping = any(self.skip)
+
     async def run(self) -> CopyResult:
         check_fit(self.source, self.sink, self.options)
         started = time.monotonic()
         # The buffers live only as long as fan_out: verification then allocates its own.
-        await fan_out(self._produce, [self._worker() for _ in range(self.options.workers)])
-        if not self.digests.complete():
+        workers = [self._worker() for _ in range(self.options.workers)]
+        copying = partial(fan_out, self._produce, workers)
+        if self.journal is None:
+            await copying()
+        else:
+            await alongside(copying, self._committing)
+        missing = [i for i in self.digests.missing() if not self.skip[i]]
+        if missing:
             raise EndpointError(self.source.name, "copy", "not every chunk was copied")
         if isinstance(self.source, Watched):  # every read is done: were they of one moment?
             await self.source.confirm_unchanged()
         await self.sink.flush()
+        if self.journal is not None:
+            await self._append(self.journal.take())
         copied = time.monotonic()
         if self.options.verify:
             await self._verify()
@@ -223,14 +272,63 @@ class _Copy:
             verified=self.options.verify,
             digests=self.digests if self.hashing else None,
             verify_seconds=ended - copied if self.options.verify else 0.0,
+            bytes_unchanged=self.resumed,
         )
 
     async def _produce(self, send: trio.MemorySendChannel[Work]) -> None:
         grid = self.options.sparse_size or self.options.chunk_size
         use_map = self.options.sparse_size > 0
+
+        async def forward(work: Work) -> None:
+            for piece in self._left_to_do(work) if self.skipping else (work,):
+                await send.send(piece)
+
         await plan_volume(
-            self.source, self.source.size, self.options.chunk_size, grid, send, use_map
+            self.source, self.source.size, self.options.chunk_size, grid, forward, use_map
         )
+
+    def _left_to_do(self, work: Work) -> Iterator[Work]:
+        """``work`` without its chunks that are skipped (a zero run may split in several)."""
+        size = self.options.chunk_size
+        if isinstance(work, DataChunk):
+            if not self.skip[work.offset // size]:
+                yield work
+            return
+        start: int | None = None
+        end = work.offset + work.length
+        for offset in range(work.offset, end, size):
+            if self.skip[offset // size]:
+                if start is not None:
+                    yield ZeroRun(start, offset - start)
+                start = None
+            elif start is None:
+                start = offset
+        if start is not None:
+            yield ZeroRun(start, end - start)
+
+    async def _committing(self) -> None:
+        """Once a worker's worth of chunks is done (or ``COMMIT_INTERVAL`` passed): flush
+        the sink, then journal what that made durable. So an interrupted copy redoes at most
+        the chunks in flight and as many again done but not yet journaled."""
+        assert self.journal is not None
+        while True:
+            with trio.move_on_after(COMMIT_INTERVAL):
+                await self.commit_due.wait()
+            self.commit_due = trio.Event()
+            records = self.journal.take()
+            if not records:
+                continue
+            try:
+                await self.sink.flush()
+            except BaseException:  # the copy ended meanwhile, or failed: not journaled yet
+                self.journal.pending[:0] = records
+                raise
+            with trio.CancelScope(shield=True):  # a local write and sync: it ends
+                await self._append(records)
+
+    async def _append(self, records: list[Record]) -> None:
+        assert self.journal is not None
+        await trio.to_thread.run_sync(self.journal.append, records)
 
     def _worker(self) -> Callable[[Work], Awaitable[None]]:
         buf = aligned_buffer(self.options.chunk_size)
@@ -239,13 +337,23 @@ class _Copy:
             if isinstance(item, ZeroRun):
                 self.digests.set_zero(item.offset, item.length)
                 await self._zero(item.offset, item.length)
+                self._done(item.offset, item.length, None)
             else:
-                await self._copy_chunk(item, buf[: item.length])
+                digest = await self._copy_chunk(item, buf[: item.length])
+                self._done(item.offset, item.length, digest)
             self._report()
 
         return work
 
-    async def _copy_chunk(self, chunk: DataChunk, buf: memoryview) -> None:
+    def _done(self, offset: int, length: int, digest: bytes | None) -> None:
+        """Work whose writes have completed: journaled after the sink's next flush."""
+        if self.journal is not None:
+            size = self.options.chunk_size
+            self.journal.record(offset // size, -(-length // size), digest)
+            if len(self.journal.pending) >= self.options.workers:
+                self.commit_due.set()
+
+    async def _copy_chunk(self, chunk: DataChunk, buf: memoryview) -> bytes:
         view, got = buf, await read_chunk(self.source, chunk, buf)
         self.read += got  # not `+= await`: that loads the counter before other tasks run
         await self.rate.spend(got)
@@ -257,6 +365,7 @@ class _Copy:
             else:
                 await self._write(offset, view[segment.start : segment.end])
         self.digests.set(chunk.offset // self.options.chunk_size, digest)
+        return digest
 
     async def _write(self, offset: int, data: memoryview) -> None:
         body = self._aligned_length(offset, len(data))
@@ -310,10 +419,19 @@ class _Copy:
         now = time.monotonic()
         if force or now - self.last_report >= self.options.progress_interval:
             self.last_report = now
-            done = self.written + self.zeroed + self.skipped
+            done = self.resumed + self.written + self.zeroed + self.skipped
             self.progress(self.meter.reading(now, done, self.skipped))
 
     async def _verify(self) -> None:
+        expected = self.digests
+        if any(True for _ in expected.missing()):  # chunks left unchanged: read the source
+            expected = await digest_volume(
+                self.source,
+                self.source.size,
+                self.options.chunk_size,
+                max(1, self.options.workers // 2),
+                self.rate,
+            )
         actual = await digest_volume(
             self.sink,
             self.source.size,
@@ -321,7 +439,7 @@ class _Copy:
             self.options.workers,
             self.rate,
         )
-        differing = self.digests.differing(actual)
+        differing = expected.differing(actual)
         if differing:
             raise VerificationFailed(self.sink.name, differing)
 

@@ -81,12 +81,32 @@ async def fan_out(
     await run_all(jobs)
 
 
+async def alongside(work: Callable[[], Awaitable[T]], beside: Callable[[], Awaitable[None]]) -> T:
+    """Run ``work``, and ``beside`` beside it until ``work`` ends; the first error of either
+    is raised alone."""
+    ending = trio.CancelScope()
+    done: list[T] = []
+
+    async def working() -> None:
+        try:
+            done.append(await work())
+        finally:
+            ending.cancel()
+
+    async def besides() -> None:
+        with ending:
+            await beside()
+
+    await run_all([working, besides])
+    return done[0]
+
+
 async def plan_volume(
     volume: Volume,
     length: int,
     chunk_size: int,
     grid: int,
-    send: trio.MemorySendChannel[Work],
+    send: Callable[[Work], Awaitable[None]],
     use_map: bool = True,
 ) -> None:
     """Send the work for [0, length) of ``volume``, asking its allocation map window by window."""
@@ -97,7 +117,7 @@ async def plan_volume(
             await volume.extents(start, end - start) if use_map else all_data(start, end - start)
         )
         for work in plan_window(data_ranges(extents, start, end, grid), start, end, chunk_size):
-            await send.send(work)
+            await send(work)
 
 
 async def read_chunk(volume: Volume, chunk: DataChunk, view: memoryview) -> int:

@@ -89,6 +89,10 @@ class DigestTable:
     def complete(self) -> bool:
         return self._set.count(0) == 0
 
+    def missing(self) -> Iterator[int]:
+        """The chunks whose digest was never set."""
+        return (index for index, flag in enumerate(self._set) if not flag)
+
     def differing(self, other: DigestTable) -> list[tuple[int, int]]:
         """The byte ranges (offset, length) whose digests differ from ``other``'s."""
         if (self.size, self.chunk_size) != (other.size, other.chunk_size):
@@ -266,7 +270,7 @@ async def digest_volume(
     read_end = min(-(-min(length, volume.size) // block) * block, volume.size)
 
     async def produce(send: trio.MemorySendChannel[Work]) -> None:
-        await plan_volume(volume, read_end, chunk_size, block, send)
+        await plan_volume(volume, read_end, chunk_size, block, send.send)
         tail = -(-read_end // chunk_size) * chunk_size
         if tail < length:
             await send.send(ZeroRun(tail, length - tail))

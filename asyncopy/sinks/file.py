@@ -64,9 +64,14 @@ class FileSink(FdVolume):
 
 @asynccontextmanager
 async def open_file_sink(
-    path: str, *, create_size: int | None = None, target_is_zero: bool = False
+    path: str,
+    *,
+    create_size: int | None = None,
+    target_is_zero: bool = False,
+    keep_on_failure: bool = False,
 ) -> AsyncIterator[FileSink]:
-    """Open a regular file for writing, or create it sized ``create_size`` when given."""
+    """Open a regular file for writing, or create it sized ``create_size`` when given (and
+    remove it if the copy fails, unless ``keep_on_failure``)."""
     exists = create_size is None
     flags = os.O_RDWR if exists else os.O_RDWR | os.O_CREAT | os.O_EXCL
     fd = await open_fd(path, flags, "destination")
@@ -83,7 +88,7 @@ async def open_file_sink(
             if direct is not None:
                 close_fd(path, direct)
     except BaseException:
-        if not exists:
+        if not exists and not keep_on_failure:
             with suppress(OSError):  # a failed copy leaves no half-written file behind
                 os.unlink(path)
         raise

@@ -46,6 +46,13 @@ class IscsiVolume:
             address = spec.host.lower()
         return frozenset({("iscsi", address, spec.port, spec.target, spec.lun)})
 
+    def version(self) -> str | None:
+        """What a LUN says of itself: its size and what its VPD pages identify it by (unit
+        serial number, the logical unit's NAA and other designators). Not unique enough
+        across targets to tell two LUNs apart (a target may number them alike), but a LUN
+        re-created or swapped behind the same address shows it."""
+        return " ".join([f"size {self.size}", *self.geometry.identifiers])
+
     async def read_into(self, offset: int, buf: memoryview) -> int:
         length = max(0, min(len(buf), self.size - offset))
         await self.session.read16(offset, buf[:length])

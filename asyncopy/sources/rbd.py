@@ -46,6 +46,14 @@ class RbdVolume:
         with map_errors(self.name, "identify"):
             return frozenset({("rbd", *self.image.identity(), self.snapshot)})
 
+    def version(self) -> str | None:
+        """A snapshot's id (a snapshot re-made under the same name has another); None for
+        the head, which any client may write."""
+        if self.snapshot is None:
+            return None
+        with map_errors(self.name, "identify"):
+            return f"snapshot {self.image.snapshot_id(self.snapshot)}"
+
     async def read_into(self, offset: int, buf: memoryview) -> int:
         length = max(0, min(len(buf), self.size - offset))
         if length == 0:
