@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
@@ -16,7 +17,7 @@ from typing import TypedDict, TypeVar, Unpack
 import trio
 
 from asyncopy.access.posix import path_identities
-from asyncopy.core.endpoint import Identified, Identity, Volume
+from asyncopy.core.endpoint import Identified, Identity, Sink, Volume
 from asyncopy.core.engine import CopyOptions, CopyResult, ProgressCallback, copy
 from asyncopy.core.journal import (
     Header,
@@ -29,6 +30,8 @@ from asyncopy.core.journal import (
 from asyncopy.core.rate import RateLimit
 from asyncopy.core.verify import Manifest, check_manifest, compare, manifest_file
 from asyncopy.errors import Terminated, UsageError
+from asyncopy.incremental import Since, check_destination, plan
+from asyncopy.incremental import snapshot_destination as snapshot_destination_of
 from asyncopy.specs import EndpointOptions, check, open_sink, open_source, parse
 
 T = TypeVar("T")
@@ -48,6 +51,8 @@ async def copy_uri(
     journal: Path | None = None,
     resume: bool = False,
     trust_source: bool = False,
+    since: Since | None = None,
+    snapshot_destination: bool = False,
 ) -> CopyResult:
     """Open ``src`` read-only and ``dst`` for writing, copy, and write the manifest if asked.
 
@@ -56,7 +61,10 @@ async def copy_uri(
     the destination (``core.journal``), and a destination this copy creates is kept if it
     fails; with ``resume`` the journal exists and the copy continues where it shows it
     stopped, from the same source (unchanged: ``trust_source`` for one that cannot tell)
-    onto the same destination.
+    onto the same destination. ``since`` copies only what changed since an earlier snapshot
+    of an RBD source onto a destination that holds it (``asyncopy.incremental``); when that
+    cannot be checked, a ``UserWarning`` says so. ``snapshot_destination`` takes the name of
+    the source's snapshot on an RBD destination once the copy is done.
 
     Raises:
         UsageError: bad input; nothing was written.
@@ -67,6 +75,10 @@ async def copy_uri(
         options = replace(options, digests=True)
     check(src)
     check(dst)
+    if since is not None:
+        _check_since(src, since, target_is_zero, journal, manifest, options)
+    if snapshot_destination and (parse(dst)[0] != "rbd" or "@" not in parse(src)[1]):
+        raise UsageError("--snapshot-destination needs an rbd:...@SNAP source and an rbd: DST")
     files = [(kind, path) for kind, path in (("manifest", manifest), ("journal", journal)) if path]
     refuse_same_paths(src, dst, files)
     with ExitStack() as held:
@@ -81,7 +93,7 @@ async def copy_uri(
                 size=source.size,
                 target_is_zero=target_is_zero,
                 options=like_source(source, dst_options),
-                must_exist=resume,
+                must_exist=resume or since is not None,
                 keep_on_failure=journal is not None,
             ) as sink:
                 refuse_same(sink, [source], files)
@@ -93,10 +105,43 @@ async def copy_uri(
                     )
                     kept = create(journal, header)
                     held.callback(kept.close)
-                result = await copy(source, sink, options, progress, rate, journal=kept)
+                unchanged = None
+                if since is not None:
+                    unchanged = await _since_start(source, sink, since, options)
+                result = await copy(
+                    source, sink, options, progress, rate, journal=kept, unchanged=unchanged
+                )
+                if snapshot_destination:
+                    await snapshot_destination_of(source, sink)
                 if commit is not None and result.digests is not None:
                     commit(Manifest(result.digests))  # a failure here fails the copy
     return result
+
+
+def _check_since(
+    src: str,
+    since: Since,
+    target_is_zero: bool,
+    journal: Path | None,
+    manifest: Path | None,
+    options: CopyOptions,
+) -> None:
+    """What an incremental copy cannot be combined with, refused before anything opens."""
+    if parse(src)[0] != "rbd":
+        raise UsageError(f"--since {since.snapshot}: the source must be an rbd: image")
+    if target_is_zero:
+        raise UsageError("--since: the destination holds the base snapshot, not zeros")
+    if journal is not None:
+        raise UsageError("--since cannot be journaled (yet): copy the increment again")
+    if manifest is not None and not options.verify:
+        raise UsageError("--manifest with --since needs --verify (it reads the unchanged chunks)")
+
+
+async def _since_start(source: Volume, sink: Sink, since: Since, options: CopyOptions) -> bytearray:
+    warning = await check_destination(source, sink, since, options.workers)
+    if warning is not None:
+        warnings.warn(warning, UserWarning, stacklevel=2)
+    return await plan(source, since, options.chunk_size)
 
 
 @contextmanager
@@ -127,6 +172,8 @@ class CopyArguments(TypedDict, total=False):
     journal: Path | None
     resume: bool
     trust_source: bool
+    since: Since | None
+    snapshot_destination: bool
 
 
 def copy_sync(

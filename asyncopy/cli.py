@@ -23,6 +23,7 @@ from asyncopy.api import copy_uri, run_interruptibly, verify_manifest, verify_ur
 from asyncopy.core.sizes import human, parse_size
 from asyncopy.display import KINDS, display
 from asyncopy.errors import AsyncopyError, CopyFailed, Terminated, UsageError
+from asyncopy.incremental import Since
 from asyncopy.process import exit_process, tune_for_copy
 
 if TYPE_CHECKING:
@@ -112,6 +113,24 @@ def _parser() -> argparse.ArgumentParser:
         help="with --resume: SRC did not change, though it cannot tell (the head of an image)",
     )
     rbd = cp.add_argument_group("RBD endpoints")
+    rbd.add_argument(
+        "--since",
+        metavar="SNAP",
+        help="copy only what changed in the rbd: SRC since its snapshot SNAP onto a DST that "
+        "holds SNAP's bytes",
+    )
+    rbd.add_argument(
+        "--since-manifest",
+        type=Path,
+        metavar="PATH",
+        help="with --since: the journal (checked) or manifest (DST is read and compared) of "
+        "SNAP's copy onto DST",
+    )
+    rbd.add_argument(
+        "--snapshot-destination",
+        action="store_true",
+        help="after the copy, take SRC's snapshot name on the rbd: DST (as rbd import-diff)",
+    )
     rbd.add_argument(
         "--src-conf",
         help=_default("ceph.conf for an rbd: SRC that names none", "ceph_conf", _LIBRADOS),
@@ -275,6 +294,8 @@ def _copy(args: argparse.Namespace) -> int:
         journal=args.resume or args.journal,
         resume=args.resume is not None,
         trust_source=args.trust_source,
+        since=_since(args),
+        snapshot_destination=args.snapshot_destination,
     )
     result = run_interruptibly(job)
     _end_display()
@@ -391,6 +412,14 @@ def _end_display() -> None:
     shown, _DISPLAY[0] = _DISPLAY[0], None
     if shown is not None:
         shown.close()
+
+
+def _since(args: argparse.Namespace) -> Since | None:
+    if args.since is None:
+        if args.since_manifest is not None:
+            raise UsageError("--since-manifest goes with --since")
+        return None
+    return Since(args.since, args.since_manifest)
 
 
 def _rate_limit(text: str | None) -> RateLimit | None:

@@ -423,15 +423,15 @@ class _Copy:
             self.progress(self.meter.reading(now, done, self.skipped))
 
     async def _verify(self) -> None:
-        expected = self.digests
-        if any(True for _ in expected.missing()):  # chunks left unchanged: read the source
-            expected = await digest_volume(
+        if any(True for _ in self.digests.missing()):  # chunks left unchanged: read them
+            self.digests = await digest_volume(
                 self.source,
                 self.source.size,
                 self.options.chunk_size,
                 max(1, self.options.workers // 2),
                 self.rate,
             )
+        expected = self.digests
         actual = await digest_volume(
             self.sink,
             self.source.size,

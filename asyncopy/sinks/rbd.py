@@ -29,6 +29,10 @@ class RbdSink(RbdVolume):
         super().__init__(name, image, read_only=False)
         self.known_zero = known_zero
 
+    async def create_snapshot(self, name: str) -> None:
+        with map_errors(self.name, f"snapshot @{name}"):
+            await self.image.create_snapshot(name)
+
     async def write(self, offset: int, data: memoryview) -> None:
         with map_errors(self.name, "write", offset, len(data)):
             await self.image.write(offset, data)

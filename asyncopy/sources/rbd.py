@@ -46,6 +46,13 @@ class RbdVolume:
         with map_errors(self.name, "identify"):
             return frozenset({("rbd", *self.image.identity(), self.snapshot)})
 
+    async def changes_since(self, snapshot: str) -> list[tuple[int, int, bool]]:
+        """What was written (True) or discarded (False) in this image since ``snapshot``, as
+        (offset, length, exists) runs: librbd's diff, whole objects when fast-diff is valid."""
+        with map_errors(self.name, f"diff from @{snapshot}", 0, self.size):
+            async with self._metadata:
+                return await self.image.allocated(0, self.size, self.whole_object, since=snapshot)
+
     def version(self) -> str | None:
         """A snapshot's id (a snapshot re-made under the same name has another); None for
         the head, which any client may write."""
