@@ -59,6 +59,7 @@ DEFAULT_SPARSE_SIZE = 4096  # as qemu-img convert -S
 MAX_DEPTH = 1024  # past a few dozen nothing gets faster; one buffer mapping per chunk in flight
 UNHASHED = bytes(DIGEST_SIZE)  # what a chunk's digest is when no hashing was asked for
 COMMIT_INTERVAL = 1.0  # seconds at most between two journal commits (a sink flush each)
+COMMIT_GAP = 0.25  # seconds at least between two commits
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +227,7 @@ class _Copy:
                 self.digests.chunk_size,
             ):
                 raise UsageError(f"journal {journal.path}: made for another size or chunk size")
-            self.journal, self.hashing = journal, True  # its records carry digests
+            self.journal = journal
             journal.fill(self.digests)
             self._skip(journal.done)
         if unchanged is not None:
@@ -307,13 +308,15 @@ class _Copy:
             yield ZeroRun(start, end - start)
 
     async def _committing(self) -> None:
-        """Once a worker's worth of chunks is done (or ``COMMIT_INTERVAL`` passed): flush
-        the sink, then journal what that made durable. So an interrupted copy redoes at most
-        the chunks in flight and as many again done but not yet journaled."""
+        """Once a worker's worth of chunks is done (or ``COMMIT_INTERVAL`` passed), and
+        ``COMMIT_GAP`` after the last: flush the sink, then journal what that made durable.
+        So an interrupted copy redoes at most the chunks in flight and those done in the last
+        quarter second or so (a worker's worth, when the copy is slower than that)."""
         assert self.journal is not None
         while True:
             with trio.move_on_after(COMMIT_INTERVAL):
                 await self.commit_due.wait()
+            await trio.sleep(COMMIT_GAP)  # at most a few flushes a second, however fast
             self.commit_due = trio.Event()
             records = self.journal.take()
             if not records:
@@ -423,7 +426,7 @@ class _Copy:
             self.progress(self.meter.reading(now, done, self.skipped))
 
     async def _verify(self) -> None:
-        if any(True for _ in self.digests.missing()):  # chunks left unchanged: read them
+        if any(True for _ in self.digests.missing()):  # unchanged, or unhashed: read them
             self.digests = await digest_volume(
                 self.source,
                 self.source.size,

@@ -6,7 +6,9 @@ grid, and what the source and destination were), then one line per piece of work
 on the destination for sure::
 
     FIRST COUNT DIGEST     chunks FIRST .. FIRST+COUNT-1; DIGEST the chunk's xxh3-128 in
-                           hex, or ``z`` for chunks that read as zeros
+                           hex, ``z`` for chunks that read as zeros, ``d`` for a chunk
+                           copied without hashing (a copy hashes only to verify or for a
+                           manifest: a resumed copy that verifies then reads it again)
 
 A line is appended only after the destination was flushed with that work on it, then the
 journal is synced: a chunk in flight when the copy stopped is never in it. A crash may leave
@@ -33,6 +35,8 @@ from asyncopy.errors import CopyFailed, UsageError
 FORMAT = "asyncopy-journal"
 VERSION = 1
 ZERO = "z"
+UNHASHED = "d"
+NO_DIGEST = bytes(DIGEST_SIZE)  # what a chunk copied without hashing has for a digest
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +81,10 @@ class Record:
     digest: bytes | None
 
     def line(self) -> str:
-        shown = ZERO if self.digest is None else self.digest.hex()
+        if self.digest is None:
+            shown = ZERO
+        else:
+            shown = UNHASHED if self.digest == NO_DIGEST else self.digest.hex()
         return f"{self.first} {self.count} {shown}\n"
 
 
@@ -103,7 +110,7 @@ class Journal:
             for index in range(record.first, record.first + record.count):
                 if record.digest is None:
                     table.set_zero(index * table.chunk_size, table.chunk_length(index))
-                else:
+                elif record.digest != NO_DIGEST:
                     table.set(index, record.digest)
 
     def record(self, first: int, count: int, digest: bytes | None) -> None:
@@ -262,7 +269,7 @@ def _records(lines: list[bytes], count: int, path: Path) -> Iterator[Record]:
         try:
             first_text, count_text, shown = line.decode("ascii").split(" ")
             first, length = int(first_text), int(count_text)
-            digest = None if shown == ZERO else bytes.fromhex(shown)
+            digest = _digest(shown)
             if first < 0 or length <= 0 or first + length > count:
                 raise ValueError
             if digest is not None and (len(digest) != DIGEST_SIZE or length != 1):
@@ -270,6 +277,12 @@ def _records(lines: list[bytes], count: int, path: Path) -> Iterator[Record]:
         except ValueError as exc:  # UnicodeDecodeError is one
             raise UsageError(f"journal {path}: line {number} is not a record") from exc
         yield Record(first, length, digest)
+
+
+def _digest(shown: str) -> bytes | None:
+    if shown == ZERO:
+        return None
+    return NO_DIGEST if shown == UNHASHED else bytes.fromhex(shown)
 
 
 def _write_all(fd: int, data: bytes) -> None:
