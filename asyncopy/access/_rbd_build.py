@@ -91,7 +91,10 @@ int rbd_watchers_list(rbd_image_t image, rbd_image_watcher_t *watchers, size_t *
 void rbd_watchers_list_cleanup(rbd_image_watcher_t *watchers, size_t num_watchers);
 int rbd_snap_get_id(rbd_image_t image, const char *snapname, uint64_t *snap_id);
 int rbd_snap_exists(rbd_image_t image, const char *snapname, bool *exists);
-int rbd_snap_create(rbd_image_t image, const char *snapname);
+typedef int (*librbd_progress_fn_t)(uint64_t offset, uint64_t total, void *ptr);
+#define RBD_SNAP_CREATE_SKIP_QUIESCE ...
+int rbd_snap_create2(rbd_image_t image, const char *snap_name, uint32_t flags,
+                     librbd_progress_fn_t cb, void *cbdata);
 int rbd_diff_iterate2(rbd_image_t image, const char *fromsnapname, uint64_t ofs, uint64_t len,
                       uint8_t include_parent, uint8_t whole_object,
                       int (*cb)(uint64_t, size_t, int, void *), void *arg);

@@ -335,10 +335,19 @@ class Image:
         return bool(found[0])
 
     async def create_snapshot(self, name: str) -> None:
+        """Take snapshot ``name``, without asking the image's users to quiesce first (an
+        image being written by a copy has no other user)."""
         result = await bounded(
-            self, "rbd_snap_create", lib.rbd_snap_create, self.handle, name.encode()
+            self,
+            "rbd_snap_create2",
+            lib.rbd_snap_create2,
+            self.handle,
+            name.encode(),
+            lib.RBD_SNAP_CREATE_SKIP_QUIESCE,
+            ffi.NULL,
+            ffi.NULL,
         )
-        check("rbd_snap_create", result, name)
+        check("rbd_snap_create2", result, name)
 
     async def watch_header(self) -> HeaderWatch:
         """Watch the image's header as its writers do: a writer that checks for watchers sees
