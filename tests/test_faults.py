@@ -561,7 +561,7 @@ def test_a_caller_giving_up_stops_its_child_and_releases_the_volume(ceph: Cluste
         "from asyncopy.cinder import RateShare, copy_volume_data\n"
         "src, dst = json.loads(sys.argv[1])\n"
         "started = eventlet.event.Event()\n"
-        "def progress(done, total):\n"
+        "def progress(done):\n"
         "    if not started.ready(): started.send()\n"
         "copying = eventlet.spawn(copy_volume_data, src, dst, 256 << 20, progress=progress,\n"
         "                         rate=RateShare(32 << 20))\n"
