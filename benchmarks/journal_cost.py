@@ -13,6 +13,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from asyncopy.core.sizes import parse_size
@@ -41,19 +42,20 @@ def remove(dst: str, stack: devstack.Stack) -> None:
 
 
 def measure(
-    stack: devstack.Stack, work: Path, rounds: int
+    stack: devstack.Stack, work: Path, rounds: int, paths: Sequence[str]
 ) -> dict[tuple[str, bool], list[tuple[float, float]]]:
     found: dict[tuple[str, bool], list[tuple[float, float]]] = {}
     turn = 0
     for round_ in range(rounds):
-        for path in PATHS:
+        for path in paths:
             for journaled in (round_ % 2 == 0, round_ % 2 == 1):
                 turn += 1
                 src, dst = endpoints(path, stack, work, turn)
                 extra = ["--journal", str(work / f"{turn}.journal")] if journaled else []
                 timing = timed([*ASYNCOPY, src, dst, *extra], what=f"{path} {extra}")
                 found.setdefault((path, journaled), []).append((timing.seconds, timing.cpu_seconds))
-                print(f"{path} journal={journaled}: {timing.seconds:.2f} s", file=sys.stderr)
+                shown = f"{timing.seconds:.2f} s, {timing.cpu_seconds:.2f} CPU-s"
+                print(f"{path} journal={journaled}: {shown}", file=sys.stderr)
                 remove(dst, stack)
     return found
 
@@ -62,8 +64,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="2G", help="bytes per copy (default 2G)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default 5)")
+    parser.add_argument(
+        "--paths", default=",".join(PATHS), help="comma-separated: " + ",".join(PATHS)
+    )
     args = parser.parse_args()
     size = parse_size(args.size, "size")
+    paths = [path for path in args.paths.split(",") if path in PATHS]
     with tempfile.TemporaryDirectory(prefix="asyncopy-journal-") as directory:
         work = Path(directory)
         stack = devstack.up(work / "stack", osd_bytes=3 * size + (1 << 30))
@@ -75,11 +81,11 @@ def main() -> None:
                 ["rbd", "-c", stack.ceph_conf, "import", "--no-progress", str(source), image],
                 what="the source image",
             )
-            found = measure(stack, work, args.rounds)
+            found = measure(stack, work, args.rounds, paths)
         finally:
             devstack.down(work / "stack")
     print("path     | plain s  CPU-s | journal s  CPU-s | wall ratio  CPU ratio")
-    for path in PATHS:
+    for path in paths:
         plain = [statistics.median(column) for column in zip(*found[(path, False)], strict=True)]
         kept = [statistics.median(column) for column in zip(*found[(path, True)], strict=True)]
         print(
