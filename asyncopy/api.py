@@ -26,6 +26,7 @@ from asyncopy.core.journal import (
     create,
     endpoint_of,
     open_existing,
+    reserve,
 )
 from asyncopy.core.rate import RateLimit
 from asyncopy.core.verify import Manifest, check_manifest, compare, manifest_file
@@ -77,15 +78,23 @@ async def copy_uri(
     check(dst)
     if since is not None:
         _check_since(src, since, target_is_zero, journal, manifest, options)
+    if resume and manifest is not None and not options.verify:
+        raise UsageError(
+            "--manifest with --resume needs --verify (the chunks journaled without a digest "
+            "are read again)"
+        )
     if snapshot_destination and (parse(dst)[0] != "rbd" or "@" not in parse(src)[1]):
         raise UsageError("--snapshot-destination needs an rbd:...@SNAP source and an rbd: DST")
     files = [(kind, path) for kind, path in (("manifest", manifest), ("journal", journal)) if path]
     refuse_same_paths(src, dst, files)
     with ExitStack() as held:
         commit = held.enter_context(manifest_file(manifest)) if manifest else None
-        kept = held.enter_context(_journal(journal, resume)) if journal else None
-        if kept is not None and resume:
+        kept, reserved = None, None
+        if journal is not None and resume:
+            kept = held.enter_context(_resumed(journal))
             options = replace(options, chunk_size=kept.header.chunk_size)
+        elif journal is not None:
+            reserved = held.enter_context(_reserved(journal))
         async with open_source(src, src_options) as source:
             refuse_same(source, [], files)
             async with open_sink(
@@ -99,11 +108,11 @@ async def copy_uri(
                 refuse_same(sink, [source], files)
                 if kept is not None:
                     check_resumable(kept, source, sink, trust_source=trust_source)
-                elif journal is not None:
+                elif journal is not None and reserved is not None:
                     header = Header(
                         source.size, options.chunk_size, endpoint_of(source), endpoint_of(sink)
                     )
-                    kept = create(journal, header)
+                    kept = create(journal, header, os.dup(reserved))
                     held.callback(kept.close)
                 unchanged = None
                 if since is not None:
@@ -145,19 +154,28 @@ async def _since_start(source: Volume, sink: Sink, since: Since, options: CopyOp
 
 
 @contextmanager
-def _journal(path: Path, resume: bool) -> Iterator[Journal | None]:
-    """The journal to resume (read before anything is opened), or None for a new one, whose
-    path must then be free."""
-    if not resume:
-        if os.path.lexists(path):
-            raise UsageError(f"journal {path}: exists already (--resume {path} continues its copy)")
-        yield None
-        return
+def _resumed(path: Path) -> Iterator[Journal]:
+    """The journal to resume, read before anything is opened."""
     kept = open_existing(path)
     try:
         yield kept
     finally:
         kept.close()
+
+
+@contextmanager
+def _reserved(path: Path) -> Iterator[int]:
+    """A new journal's file, made before anything is opened; removed if the copy fails
+    before its header is written (there is nothing to resume then)."""
+    fd = reserve(path)
+    try:
+        yield fd
+    except BaseException:
+        if os.fstat(fd).st_size == 0:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
 
 
 class CopyArguments(TypedDict, total=False):

@@ -395,7 +395,8 @@ def _create_options(args: argparse.Namespace) -> RbdCreate | None:
 
 
 def _describe(result: CopyResult) -> str:
-    rate = result.bytes_total / result.seconds if result.seconds > 0 else 0.0
+    moved = result.bytes_total - result.bytes_unchanged
+    rate = moved / result.seconds if result.seconds > 0 else 0.0
     return (
         f"copied {human(result.bytes_total)} in {result.seconds:.2f} s ({human(rate)}/s): "
         f"read {human(result.bytes_read)}, wrote {human(result.bytes_written)}, "

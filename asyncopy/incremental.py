@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from asyncopy.core.endpoint import Sink, Volume
 from asyncopy.core.journal import FORMAT, endpoint_of, open_existing
-from asyncopy.core.verify import Manifest, check_manifest
+from asyncopy.core.verify import Manifest, check_manifest, read_regular
 from asyncopy.errors import UsageError
 
 if TYPE_CHECKING:
@@ -79,13 +79,20 @@ async def check_destination(source: Volume, sink: Sink, since: Since, workers: i
         return None
     from asyncopy.sinks.rbd import RbdSink
 
-    if isinstance(sink, RbdSink) and await sink.image.snapshot_exists(since.snapshot):
+    if isinstance(sink, RbdSink) and await sink.has_snapshot(since.snapshot):
         if await sink.changes_since(since.snapshot):
             raise UsageError(
                 f"{sink.name} was written since its snapshot {since.snapshot}: it does not "
                 f"hold {since.snapshot}'s bytes any more"
             )
-        return None
+        taken_from = await sink.snapshot_taken_from(since.snapshot)
+        if taken_from == snapshot_identity(image, since.snapshot):
+            return None
+        if taken_from is not None:
+            raise UsageError(
+                f"{sink.name}@{since.snapshot} holds another snapshot's bytes than "
+                f"{image.name.partition('@')[0]}@{since.snapshot} (re-made since?)"
+            )
     return (
         f"nothing tells whether {sink.name} holds the bytes of @{since.snapshot}: trusting "
         "that it does (--since-manifest checks it)"
@@ -99,23 +106,29 @@ async def snapshot_destination(source: Volume, sink: Sink) -> None:
     from asyncopy.sources.rbd import RbdSource
 
     snapshot = source.snapshot if isinstance(source, RbdSource) else None
-    if not isinstance(sink, RbdSink) or snapshot is None:
+    if not isinstance(source, RbdSource) or not isinstance(sink, RbdSink) or snapshot is None:
         raise UsageError("--snapshot-destination needs an rbd:...@SNAP source and an rbd: DST")
-    await sink.create_snapshot(snapshot)
+    await sink.create_snapshot(snapshot, snapshot_identity(source, snapshot))
+
+
+def snapshot_identity(image: RbdSource, snapshot: str) -> str:
+    """Which snapshot of which image, whatever it is called: cluster, pool, namespace,
+    image id and the snapshot's id (a snapshot re-made under the same name has another)."""
+    return json.dumps([*image.image.identity(), image.image.snapshot_id(snapshot)], default=str)
 
 
 def _is_journal(path: Path) -> bool:
+    """Whether ``path`` is a journal (else it is read as a manifest, with its own checks)."""
     try:
-        with open(path, "rb") as file:
-            first = file.readline(1 << 16)
+        first = read_regular(path, "--since-manifest").partition("\n")[0]
         return bool(json.loads(first).get("format") == FORMAT)
-    except (OSError, ValueError, AttributeError):
+    except (ValueError, AttributeError, UsageError):
         return False
 
 
 def _check_journal(image: RbdSource, sink: Sink, snapshot: str, path: Path) -> None:
     """The journal of a finished copy of this image's ``snapshot`` onto ``sink``."""
-    journal = open_existing(path)
+    journal = open_existing(path, writable=False)
     try:
         where, header = f"--since-manifest {path}", journal.header
         identity = json.dumps(["rbd", *image.image.identity(), snapshot], default=str)

@@ -195,6 +195,25 @@ def test_an_image_written_since_its_base_snapshot_is_refused(
         remove(ceph, dst)
 
 
+def test_a_base_snapshot_re_made_on_the_source_is_refused(
+    ceph: Cluster, volume: tuple[str, bytes, bytes]
+) -> None:
+    """The destination's @base notes which snapshot it holds (cluster, image, snapshot id):
+    a source @base deleted and taken again, over other bytes, no longer matches it."""
+    name, _, _ = volume
+    dst = ceph.name("migrated")
+    try:
+        copy_json(ceph.uri(name, "base"), ceph.uri(dst), "--snapshot-destination")
+        with ceph.image(name) as image:
+            image.remove_snap("base")
+            image.create_snap("base")  # now holds @final's bytes
+        refused = run("copy", ceph.uri(name, "final"), ceph.uri(dst), "--since", "base")
+        assert refused.returncode == 2
+        assert "holds another snapshot's bytes" in refused.stderr
+    finally:
+        remove(ceph, dst)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncopy.core.journal import Header, Record, create, endpoint_of, open_existing
+from asyncopy.core.journal import Header, Record, create, endpoint_of, open_existing, reserve
 from asyncopy.errors import UsageError
 from asyncopy.testing import MemoryVolume
 from tests.cephtools import Cluster
@@ -258,6 +258,7 @@ def test_another_source_or_destination_is_refused(
         (["--journal", "{src}"], "is the source or the destination"),
         (["--journal", "{fresh}", "--resume", "{journal}"], "give one of them"),
         (["--trust-source"], "--trust-source goes with --resume"),
+        (["--resume", "{journal}", "--manifest", "{fresh}"], "needs --verify"),
     ],
 )
 def test_bad_journal_input_is_one_line_and_nothing_written(
@@ -285,7 +286,7 @@ def test_a_line_cut_short_by_a_crash_is_ignored_and_cut_off(tmp_path: Path) -> N
     volume = MemoryVolume(bytes(3 * CHUNK), name="a")
     header = Header(3 * CHUNK, CHUNK, endpoint_of(volume), endpoint_of(volume))
     path = tmp_path / "j"
-    journal = create(path, header)
+    journal = create(path, header, reserve(path))
     journal.append([Record(0, 1, bytes(range(16))), Record(1, 1, None)])
     journal.close()
     whole = path.read_bytes()
@@ -299,3 +300,28 @@ def test_a_line_cut_short_by_a_crash_is_ignored_and_cut_off(tmp_path: Path) -> N
         out.write(b"9 1 z\n")  # past the end
     with pytest.raises(UsageError, match="line 4 is not a record"):
         open_existing(path)
+
+
+def test_a_journal_that_cannot_be_made_leaves_nothing(
+    tmp_path: Path, source: tuple[Path, bytes]
+) -> None:
+    src, _ = source
+    dst = tmp_path / "dst.img"
+    refused = run("copy", str(src), str(dst), "--journal", str(tmp_path / "no" / "j"))
+    assert refused.returncode == 2
+    assert "cannot create" in refused.stderr
+    assert not dst.exists()
+
+
+def test_a_device_source_cannot_tell_writes_and_needs_trust(
+    tmp_path: Path, make_loop: MakeLoop
+) -> None:
+    device, _ = make_loop(16 * MiB, fill=os.urandom(16 * MiB))
+    dst, journal = tmp_path / "dst.img", tmp_path / "copy.journal"
+    assert run("copy", device, str(dst), "--journal", str(journal)).returncode == 0
+    refused = run("copy", device, str(dst), "--resume", str(journal))
+    assert refused.returncode == 2
+    assert "a device or a LUN cannot tell" in refused.stderr
+    trusted = run("copy", device, str(dst), "--resume", str(journal), "--trust-source", "--json")
+    assert trusted.returncode == 0, trusted.stderr
+    assert json.loads(trusted.stdout)["bytes_unchanged"] == 16 * MiB

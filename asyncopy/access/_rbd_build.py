@@ -95,6 +95,8 @@ typedef int (*librbd_progress_fn_t)(uint64_t offset, uint64_t total, void *ptr);
 #define RBD_SNAP_CREATE_SKIP_QUIESCE ...
 int rbd_snap_create2(rbd_image_t image, const char *snap_name, uint32_t flags,
                      librbd_progress_fn_t cb, void *cbdata);
+int rbd_metadata_get(rbd_image_t image, const char *key, char *value, size_t *val_len);
+int rbd_metadata_set(rbd_image_t image, const char *key, const char *value);
 int rbd_diff_iterate2(rbd_image_t image, const char *fromsnapname, uint64_t ofs, uint64_t len,
                       uint8_t include_parent, uint8_t whole_object,
                       int (*cb)(uint64_t, size_t, int, void *), void *arg);

@@ -349,6 +349,34 @@ class Image:
         )
         check("rbd_snap_create2", result, name)
 
+    async def metadata(self, key: str) -> str | None:
+        """The image's metadata value for ``key``; None when it has none."""
+        return await bounded(self, "rbd_metadata_get", self._metadata, key)
+
+    def _metadata(self, key: str) -> str | None:
+        room = 256
+        while True:
+            value, length = ffi.new("char[]", room), ffi.new("size_t *", room)
+            result = lib.rbd_metadata_get(self.handle, key.encode(), value, length)
+            if result == -errno.ENOENT:
+                return None
+            if result == -errno.ERANGE:
+                room = max(int(length[0]), room * 2)
+                continue
+            check("rbd_metadata_get", result, key)
+            return str(ffi.string(value).decode())
+
+    async def set_metadata(self, key: str, value: str) -> None:
+        result = await bounded(
+            self,
+            "rbd_metadata_set",
+            lib.rbd_metadata_set,
+            self.handle,
+            key.encode(),
+            value.encode(),
+        )
+        check("rbd_metadata_set", result, key)
+
     async def watch_header(self) -> HeaderWatch:
         """Watch the image's header as its writers do: a writer that checks for watchers sees
         this reader, and every client taking the image's lock is counted."""

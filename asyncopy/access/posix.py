@@ -90,6 +90,9 @@ class FdVolume:
             return f"size {self.size}"
         return f"size {st.st_size} modified {st.st_mtime_ns} changed {st.st_ctime_ns}"
 
+    def version_tells_writes(self) -> bool:
+        return stat.S_ISREG(os.fstat(self.fd).st_mode)
+
 
 class FdSource(FdVolume):
     """A source read through ``direct`` (O_DIRECT, or None where refused) where aligned to

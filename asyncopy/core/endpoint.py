@@ -61,8 +61,13 @@ class Versioned(Protocol):
     later can refuse a source that changed in between."""
 
     def version(self) -> str | None:
-        """What changes when its bytes may have (a snapshot's id, a file's size and times);
-        None when that cannot be told (the head of an RBD image)."""
+        """What changes when its bytes may have (a snapshot's id, a file's size and times),
+        or at least what it is (a device's size, a LUN's VPD identifiers); None when nothing
+        can be told (the head of an RBD image)."""
+
+    def version_tells_writes(self) -> bool:
+        """Whether any write to its bytes changes ``version`` (a snapshot, a file), not
+        only what it is (a device, a LUN, an image's head)."""
 
 
 @runtime_checkable

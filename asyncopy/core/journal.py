@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,17 +97,12 @@ class Journal:
     header: Header
     fd: int
     done: bytearray  # one byte per chunk: 1 when the journal shows it done
-    digests: list[Record] = field(default_factory=list)  # what it shows, in order
+    records: list[Record] = field(default_factory=list)  # what it shows, in order
     pending: list[Record] = field(default_factory=list)
-
-    @property
-    def done_bytes(self) -> int:
-        table = DigestTable(self.header.size, self.header.chunk_size)
-        return sum(table.chunk_length(i) for i, flag in enumerate(self.done) if flag)
 
     def fill(self, table: DigestTable) -> None:
         """Put the digests the journal holds into ``table`` (same grid)."""
-        for record in self.digests:
+        for record in self.records:
             for index in range(record.first, record.first + record.count):
                 if record.digest is None:
                     table.set_zero(index * table.chunk_size, table.chunk_length(index))
@@ -168,50 +164,63 @@ def check_resumable(
             f"{where}: {source.name} changed since (then: {header.source.version}; "
             f"now: {now.version})"
         )
-    if now.version is None and not trust_source:
+    tells = isinstance(source, Versioned) and source.version_tells_writes()
+    if not tells and not trust_source:
         raise UsageError(
-            f"{where}: {source.name} may have been written since (the head of an image "
-            "cannot tell): copy from a snapshot, or say it did not change (--trust-source)"
+            f"{where}: {source.name} may have been written since (an image's head, a device "
+            "or a LUN cannot tell): copy from a snapshot, or say it did not change "
+            "(--trust-source)"
         )
     if not set(endpoint_of(sink).identities) & set(header.destination.identities):
         raise UsageError(f"{where}: kept for another destination ({header.destination.name})")
 
 
-def create(path: Path, header: Header) -> Journal:
-    """Start a new journal at ``path``, which must not exist; synced before it is returned."""
+def reserve(path: Path) -> int:
+    """Make the new, empty journal file (before anything is opened: a path that cannot take
+    one is refused before anything is written); its descriptor, for ``create``."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        return os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600
+        )
     except FileExistsError as exc:
         raise UsageError(
             f"journal {path}: exists already (--resume {path} continues its copy)"
         ) from exc
     except OSError as exc:
         raise UsageError(f"journal {path}: cannot create: {exc.strerror}") from exc
+
+
+def create(path: Path, header: Header, fd: int) -> Journal:
+    """Start the journal ``reserve`` made at ``path`` (``fd``, which it then owns); synced
+    before it is returned."""
     try:
         _write_all(fd, (header.dumps() + "\n").encode())
         os.fsync(fd)
         _sync_directory(path)
     except OSError as exc:
         os.close(fd)
-        path.unlink(missing_ok=True)
         raise UsageError(f"journal {path}: cannot write: {exc.strerror}") from exc
     count = -(-header.size // header.chunk_size)
     return Journal(path, header, fd, bytearray(count))
 
 
-def open_existing(path: Path) -> Journal:
-    """Open a journal to resume its copy; a last line cut short by a crash is cut off.
+def open_existing(path: Path, *, writable: bool = True) -> Journal:
+    """Open a journal to resume its copy (a last line cut short by a crash is cut off), or
+    only to read it (``writable`` False: nothing is changed).
 
     Raises:
         UsageError: no such journal, or not one (one line naming the file and what is wrong).
     """
+    mode = os.O_RDWR | os.O_APPEND if writable else os.O_RDONLY
     try:
-        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW)
+        fd = os.open(path, mode | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise UsageError(f"journal {path}: cannot open: {exc.strerror}") from exc
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"journal {path}: not a regular file")
         header, records, whole = _read(fd, path)
-        if whole < os.fstat(fd).st_size:
+        if writable and whole < os.fstat(fd).st_size:
             os.ftruncate(fd, whole)
     except BaseException:
         os.close(fd)

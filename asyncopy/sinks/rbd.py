@@ -21,6 +21,8 @@ from asyncopy.core.endpoint import ExtentKind
 from asyncopy.errors import RbdError, UsageError, map_errors
 from asyncopy.sources.rbd import RbdVolume, refuse_if_in_use
 
+SNAPSHOT_KEY = "asyncopy.snapshot."  # metadata: which source snapshot a snapshot holds
+
 
 class RbdSink(RbdVolume):
     needs_aligned_buffers = False
@@ -29,9 +31,16 @@ class RbdSink(RbdVolume):
         super().__init__(name, image, read_only=False)
         self.known_zero = known_zero
 
-    async def create_snapshot(self, name: str) -> None:
+    async def create_snapshot(self, name: str, taken_from: str) -> None:
+        """Take snapshot ``name``, and note in the image's metadata which snapshot's bytes
+        it holds (``taken_from``), for the next ``--since`` to check."""
         with map_errors(self.name, f"snapshot @{name}"):
             await self.image.create_snapshot(name)
+            await self.image.set_metadata(SNAPSHOT_KEY + name, taken_from)
+
+    async def snapshot_taken_from(self, name: str) -> str | None:
+        with map_errors(self.name, f"snapshot @{name}"):
+            return await self.image.metadata(SNAPSHOT_KEY + name)
 
     async def write(self, offset: int, data: memoryview) -> None:
         with map_errors(self.name, "write", offset, len(data)):

@@ -53,6 +53,9 @@ class IscsiVolume:
         re-created or swapped behind the same address shows it."""
         return " ".join([f"size {self.size}", *self.geometry.identifiers])
 
+    def version_tells_writes(self) -> bool:
+        return False
+
     async def read_into(self, offset: int, buf: memoryview) -> int:
         length = max(0, min(len(buf), self.size - offset))
         await self.session.read16(offset, buf[:length])

@@ -46,6 +46,10 @@ class RbdVolume:
         with map_errors(self.name, "identify"):
             return frozenset({("rbd", *self.image.identity(), self.snapshot)})
 
+    async def has_snapshot(self, name: str) -> bool:
+        with map_errors(self.name, f"find @{name}"):
+            return await self.image.snapshot_exists(name)
+
     async def changes_since(self, snapshot: str) -> list[tuple[int, int, bool]]:
         """What was written (True) or discarded (False) in this image since ``snapshot``, as
         (offset, length, exists) runs: librbd's diff, whole objects when fast-diff is valid."""
@@ -60,6 +64,9 @@ class RbdVolume:
             return None
         with map_errors(self.name, "identify"):
             return f"snapshot {self.image.snapshot_id(self.snapshot)}"
+
+    def version_tells_writes(self) -> bool:
+        return self.snapshot is not None
 
     async def read_into(self, offset: int, buf: memoryview) -> int:
         length = max(0, min(len(buf), self.size - offset))
