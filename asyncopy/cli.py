@@ -243,9 +243,9 @@ def _progress_kind_apart(argv: Sequence[str]) -> list[str]:
     """``--progress=KIND`` as ``--progress= KIND``: a bare ``--progress`` then never takes
     the SRC after it for its value."""
     apart: list[str] = []
-    for arg in argv:
+    for index, arg in enumerate(argv):
         if arg == "--":
-            apart += argv[len(apart) :]
+            apart += argv[index:]
             break
         kind = arg.removeprefix("--progress=")
         apart += ["--progress=", kind] if kind != arg else [arg]

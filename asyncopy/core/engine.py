@@ -250,8 +250,7 @@ class _Copy:
             await copying()
         else:
             await alongside(copying, self._committing)
-        missing = [i for i in self.digests.missing() if not self.skip[i]]
-        if missing:
+        if any(not self.skip[i] for i in self.digests.missing()):
             raise EndpointError(self.source.name, "copy", "not every chunk was copied")
         if isinstance(self.source, Watched):  # every read is done: were they of one moment?
             await self.source.confirm_unchanged()
@@ -426,7 +425,7 @@ class _Copy:
             self.progress(self.meter.reading(now, done, self.skipped))
 
     async def _verify(self) -> None:
-        if any(True for _ in self.digests.missing()):  # unchanged, or unhashed: read them
+        if not self.digests.complete():  # chunks unchanged, or unhashed: read them
             self.digests = await digest_volume(
                 self.source,
                 self.source.size,

@@ -102,12 +102,11 @@ class Journal:
 
     def fill(self, table: DigestTable) -> None:
         """Put the digests the journal holds into ``table`` (same grid)."""
-        for record in self.records:
-            for index in range(record.first, record.first + record.count):
-                if record.digest is None:
-                    table.set_zero(index * table.chunk_size, table.chunk_length(index))
-                elif record.digest != NO_DIGEST:
-                    table.set(index, record.digest)
+        for record in self.records:  # a digest's record is one chunk; zeros run on
+            if record.digest is None:
+                table.set_zero(record.first * table.chunk_size, record.count * table.chunk_size)
+            elif record.digest != NO_DIGEST:
+                table.set(record.first, record.digest)
 
     def record(self, first: int, count: int, digest: bytes | None) -> None:
         """Note work that is on the destination, to be written after its next flush."""
