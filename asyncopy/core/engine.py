@@ -45,7 +45,15 @@ import trio
 from asyncopy.core.endpoint import Sink, Volume, Watched
 from asyncopy.core.journal import Journal, Record
 from asyncopy.core.pipeline import aligned_buffer, alongside, fan_out, plan_volume, read_chunk
-from asyncopy.core.plan import DataChunk, Segment, Work, ZeroRun, fill_zero, zero_segments
+from asyncopy.core.plan import (
+    DataChunk,
+    Segment,
+    Work,
+    ZeroRun,
+    fill_zero,
+    merge_indices,
+    zero_segments,
+)
 from asyncopy.core.progress import Meter, Progress
 from asyncopy.core.rate import RateLimit
 from asyncopy.core.verify import DIGEST_SIZE, DigestTable, chunk_digest, digest_volume
@@ -228,7 +236,6 @@ class _Copy:
             ):
                 raise UsageError(f"journal {journal.path}: made for another size or chunk size")
             self.journal = journal
-            journal.fill(self.digests)
             self._skip(journal.done)
         if unchanged is not None:
             self._skip(unchanged)
@@ -425,14 +432,8 @@ class _Copy:
             self.progress(self.meter.reading(now, done, self.skipped))
 
     async def _verify(self) -> None:
-        if not self.digests.complete():  # chunks unchanged, or unhashed: read them
-            self.digests = await digest_volume(
-                self.source,
-                self.source.size,
-                self.options.chunk_size,
-                max(1, self.options.workers // 2),
-                self.rate,
-            )
+        if not self.digests.complete():
+            await self._digest_skipped()
         expected = self.digests
         actual = await digest_volume(
             self.sink,
@@ -444,6 +445,23 @@ class _Copy:
         differing = expected.differing(actual)
         if differing:
             raise VerificationFailed(self.sink.name, differing)
+
+    async def _digest_skipped(self) -> None:
+        """Read from the source the chunks this copy left out (found done in a journal, or
+        unchanged): a journal or a base snapshot says what to skip, never what the source
+        holds, so verification compares the destination with digests of the source alone."""
+        size, table = self.options.chunk_size, self.digests
+        skipped = merge_indices(table.missing(), size, table.size)
+        read = await digest_volume(
+            self.source,
+            self.source.size,
+            size,
+            max(1, self.options.workers // 2),
+            self.rate,
+            ranges=skipped,
+        )
+        for index in list(table.missing()):
+            table.set(index, read.get(index))
 
 
 def _analyse(view: memoryview, sparse_size: int, hashing: bool) -> tuple[bytes, list[Segment]]:

@@ -108,10 +108,12 @@ async def plan_volume(
     grid: int,
     send: Callable[[Work], Awaitable[None]],
     use_map: bool = True,
+    begin: int = 0,
 ) -> None:
-    """Send the work for [0, length) of ``volume``, asking its allocation map window by window."""
+    """Send the work for [begin, length) of ``volume`` (``begin`` on the chunk grid), asking
+    its allocation map window by window."""
     window = chunk_size * WINDOW_CHUNKS
-    for start in range(0, length, window):
+    for start in range(begin, length, window):
         end = min(start + window, length)
         extents = (
             await volume.extents(start, end - start) if use_map else all_data(start, end - start)

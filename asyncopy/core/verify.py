@@ -18,7 +18,7 @@ import json
 import os
 import secrets
 import stat
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache, partial
@@ -256,8 +256,11 @@ async def digest_volume(
     chunk_size: int,
     workers: int,
     rate: RateLimit | None = None,
+    ranges: Sequence[tuple[int, int]] | None = None,
 ) -> DigestTable:
-    """Digest [0, length) of ``volume``, reading only what its allocation map says is data.
+    """Digest [0, length) of ``volume``, reading only what its allocation map says is data;
+    with ``ranges`` (offset, length on the chunk grid), only those: the other chunks' digests
+    are left unset.
 
     The bytes read are spent through ``rate`` (a copy's limit covers its re-read too).
 
@@ -270,7 +273,11 @@ async def digest_volume(
     read_end = min(-(-min(length, volume.size) // block) * block, volume.size)
 
     async def produce(send: trio.MemorySendChannel[Work]) -> None:
-        await plan_volume(volume, read_end, chunk_size, block, send.send)
+        for start, count in [(0, read_end)] if ranges is None else ranges:
+            end = min(-(-(start + count) // block) * block, read_end)
+            await plan_volume(volume, end, chunk_size, block, send.send, begin=start)
+        if ranges is not None:
+            return
         tail = -(-read_end // chunk_size) * chunk_size
         if tail < length:
             await send.send(ZeroRun(tail, length - tail))
