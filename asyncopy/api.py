@@ -17,21 +17,23 @@ from typing import TypedDict, TypeVar, Unpack
 import trio
 
 from asyncopy.access.posix import path_identities
-from asyncopy.core.endpoint import Identified, Identity, Sink, Volume
+from asyncopy.core.endpoint import Identified, Identity, Sink, Volume, endpoint_of
 from asyncopy.core.engine import CopyOptions, CopyResult, ProgressCallback, copy
 from asyncopy.core.journal import (
     Header,
     Journal,
+    check_destination,
     check_resumable,
     create,
-    endpoint_of,
+    label,
+    new_tag,
     open_existing,
     reserve,
 )
 from asyncopy.core.rate import RateLimit
 from asyncopy.core.verify import Manifest, check_manifest, compare, manifest_file
 from asyncopy.errors import Terminated, UsageError
-from asyncopy.incremental import Since, check_destination, plan
+from asyncopy.incremental import Since, check_base, plan
 from asyncopy.incremental import snapshot_destination as snapshot_destination_of
 from asyncopy.specs import EndpointOptions, check, open_sink, open_source, parse
 
@@ -52,6 +54,7 @@ async def copy_uri(
     journal: Path | None = None,
     resume: bool = False,
     trust_source: bool = False,
+    trust_destination: bool = False,
     since: Since | None = None,
     snapshot_destination: bool = False,
 ) -> CopyResult:
@@ -62,10 +65,12 @@ async def copy_uri(
     the destination (``core.journal``), and a destination this copy creates is kept if it
     fails; with ``resume`` the journal exists and the copy continues where it shows it
     stopped, from the same source (unchanged: ``trust_source`` for one that cannot tell)
-    onto the same destination. ``since`` copies only what changed since an earlier snapshot
-    of an RBD source onto a destination that holds it (``asyncopy.incremental``); when that
-    cannot be checked, a ``UserWarning`` says so. ``snapshot_destination`` takes the name of
-    the source's snapshot on an RBD destination once the copy is done.
+    onto the same destination, which still holds what the journal shows done (what it no
+    longer holds is copied again, and a ``UserWarning`` says so). ``since`` copies only what
+    changed since an earlier snapshot of an RBD source onto a destination that holds it
+    (``asyncopy.incremental``). ``trust_destination``: the destination is taken to be the
+    journal's, or to hold the base snapshot, unchecked. ``snapshot_destination`` takes the
+    name of the source's snapshot on an RBD destination once the copy is done.
 
     Raises:
         UsageError: bad input; nothing was written.
@@ -78,6 +83,8 @@ async def copy_uri(
     check(dst)
     if since is not None:
         _check_since(src, since, target_is_zero, journal, manifest, options)
+    if trust_destination and not resume and since is None:
+        raise UsageError("trusting the destination goes with resuming or --since")
     if resume and manifest is not None and not options.verify:
         raise UsageError(
             "--manifest with --resume needs --verify (the chunks journaled without a digest "
@@ -108,22 +115,21 @@ async def copy_uri(
                 refuse_same(sink, [source], files)
                 if kept is not None:
                     check_resumable(kept, source, sink, trust_source=trust_source)
+                    if not trust_destination:
+                        await _check_resumed_destination(kept, sink, options, rate)
                 elif journal is not None and reserved is not None:
-                    header = Header(
-                        source.size, options.chunk_size, endpoint_of(source), endpoint_of(sink)
-                    )
-                    kept = create(journal, header, os.dup(reserved))
+                    kept = await _start_journal(journal, reserved, source, sink, options)
                     held.callback(kept.close)
                 unchanged = None
                 if since is not None:
-                    unchanged = await _since_start(source, sink, since, options)
+                    unchanged = await _since_start(source, sink, since, options, trust_destination)
                 result = await copy(
                     source, sink, options, progress, rate, journal=kept, unchanged=unchanged
                 )
                 if snapshot_destination:
                     await snapshot_destination_of(source, sink)
                 if commit is not None and result.digests is not None:
-                    commit(Manifest(result.digests))  # a failure here fails the copy
+                    commit(Manifest(result.digests, endpoint_of(source)))  # fails the copy
     return result
 
 
@@ -146,11 +152,37 @@ def _check_since(
         raise UsageError("--manifest with --since needs --verify (it reads the unchanged chunks)")
 
 
-async def _since_start(source: Volume, sink: Sink, since: Since, options: CopyOptions) -> bytearray:
-    warning = await check_destination(source, sink, since, options.workers)
-    if warning is not None:
-        warnings.warn(warning, UserWarning, stacklevel=2)
+async def _since_start(
+    source: Volume, sink: Sink, since: Since, options: CopyOptions, trust_destination: bool
+) -> bytearray:
+    await check_base(source, sink, since, options.workers, trust=trust_destination)
     return await plan(source, since, options.chunk_size)
+
+
+async def _start_journal(
+    path: Path, fd: int, source: Volume, sink: Sink, options: CopyOptions
+) -> Journal:
+    """Label the destination with a new tag where it can carry one, then write the header."""
+    tag = new_tag()
+    tagged = await label(sink, tag)
+    header = Header(
+        source.size, options.chunk_size, endpoint_of(source), endpoint_of(sink), tag, tagged
+    )
+    return create(path, header, os.dup(fd))
+
+
+async def _check_resumed_destination(
+    journal: Journal, sink: Sink, options: CopyOptions, rate: RateLimit | None
+) -> None:
+    differing = await check_destination(journal, sink, options.workers, rate)
+    if differing:
+        warnings.warn(
+            f"{sink.name}: {len(differing)} chunk(s) the journal shows done differ (written "
+            f"since?), first at offset {differing[0] * journal.header.chunk_size}: "
+            "copying them again",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 @contextmanager
@@ -190,6 +222,7 @@ class CopyArguments(TypedDict, total=False):
     journal: Path | None
     resume: bool
     trust_source: bool
+    trust_destination: bool
     since: Since | None
     snapshot_destination: bool
 

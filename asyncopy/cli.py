@@ -112,6 +112,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume: SRC did not change, though it cannot tell (the head of an image)",
     )
+    resuming.add_argument(
+        "--trust-destination",
+        action="store_true",
+        help="with --resume: DST is the journal's and holds what it shows done (not read "
+        "back); with --since: DST holds SNAP's bytes (no --since-manifest needed)",
+    )
     rbd = cp.add_argument_group("RBD endpoints")
     rbd.add_argument(
         "--since",
@@ -276,6 +282,8 @@ def _copy(args: argparse.Namespace) -> int:
         raise UsageError("--journal starts a journal, --resume continues one: give one of them")
     if args.trust_source and args.resume is None:
         raise UsageError("--trust-source goes with --resume")
+    if args.trust_destination and args.resume is None and args.since is None:
+        raise UsageError("--trust-destination goes with --resume or --since")
     if args.progress not in (None, *KINDS):
         raise UsageError(f"--progress={args.progress}: expected one of {', '.join(KINDS)}")
     shown = display(args.progress, sys.stderr) if args.progress else None
@@ -294,6 +302,7 @@ def _copy(args: argparse.Namespace) -> int:
         journal=args.resume or args.journal,
         resume=args.resume is not None,
         trust_source=args.trust_source,
+        trust_destination=args.trust_destination,
         since=_since(args),
         snapshot_destination=args.snapshot_destination,
     )

@@ -7,11 +7,15 @@ there, so it is zeroed); every other chunk is neither read nor written. DST must
 bytes, and is checked where that can be told:
 
 - ``--since-manifest PATH`` naming the journal of SNAP1's copy onto DST: the journal must be
-  complete and kept for this image's SNAP1 (same image, same snapshot id) and this DST;
-- ``--since-manifest PATH`` naming a manifest of SNAP1: DST is read and compared with it;
+  complete and kept for this image's SNAP1 (same image, same snapshot id) and this DST, DST
+  must carry the journal's tag where it can carry one, and still hold every chunk the
+  journal shows (read back and compared with its digests);
+- ``--since-manifest PATH`` naming a manifest of SNAP1's copy: the manifest must say it was
+  taken from this image's SNAP1, and DST is read and compared with it;
 - an RBD DST with a snapshot named SNAP1 (``--snapshot-destination`` takes SNAP2's name on it
   after a copy, as ``rbd import-diff`` does): DST must be unchanged since it;
-- otherwise nothing can tell, and the copy says that it trusts the operator.
+- otherwise nothing can tell, and the copy is refused unless the operator says DST holds
+  SNAP1 (``trust``: then a proof's reading of DST is skipped too).
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from asyncopy.core.endpoint import Sink, Volume
-from asyncopy.core.journal import FORMAT, endpoint_of, open_existing
+from asyncopy.core.endpoint import Endpoint, Sink, Volume
+from asyncopy.core.journal import FORMAT, check_destination, open_existing
 from asyncopy.core.verify import Manifest, check_manifest, read_regular
 from asyncopy.errors import UsageError
 
@@ -67,16 +71,18 @@ async def plan(source: Volume, since: Since, chunk_size: int) -> bytearray:
     return unchanged_chunks(changes, image.size, chunk_size)
 
 
-async def check_destination(source: Volume, sink: Sink, since: Since, workers: int) -> str | None:
-    """Refuse a DST that does not hold SNAP1 when that can be told; a warning saying the
-    operator is trusted when it cannot; None when it was checked."""
+async def check_base(
+    source: Volume, sink: Sink, since: Since, workers: int, *, trust: bool = False
+) -> None:
+    """Refuse a DST that does not hold SNAP1 when that can be told, and when it cannot,
+    unless ``trust``."""
     image = rbd_source(source, since)
     if since.proof is not None:
         if _is_journal(since.proof):
-            _check_journal(image, sink, since.snapshot, since.proof)
+            await _check_journal(image, sink, since.snapshot, since.proof, workers, trust)
         else:
-            await _check_manifest(sink, since, workers)
-        return None
+            await _check_manifest(image, sink, since, workers, trust)
+        return
     from asyncopy.sinks.rbd import RbdSink
 
     if isinstance(sink, RbdSink) and await sink.has_snapshot(since.snapshot):
@@ -87,16 +93,18 @@ async def check_destination(source: Volume, sink: Sink, since: Since, workers: i
             )
         taken_from = await sink.snapshot_taken_from(since.snapshot)
         if taken_from == snapshot_identity(image, since.snapshot):
-            return None
+            return
         if taken_from is not None:
             raise UsageError(
                 f"{sink.name}@{since.snapshot} holds another snapshot's bytes than "
                 f"{image.name.partition('@')[0]}@{since.snapshot} (re-made since?)"
             )
-    return (
-        f"nothing tells whether {sink.name} holds the bytes of @{since.snapshot}: trusting "
-        "that it does (--since-manifest checks it)"
-    )
+    if not trust:
+        raise UsageError(
+            f"nothing tells whether {sink.name} holds the bytes of @{since.snapshot}: give the "
+            "manifest or journal of its copy (--since-manifest), or say that it does "
+            "(--trust-destination)"
+        )
 
 
 async def snapshot_destination(source: Volume, sink: Sink) -> None:
@@ -126,29 +134,58 @@ def _is_journal(path: Path) -> bool:
         return False
 
 
-def _check_journal(image: RbdSource, sink: Sink, snapshot: str, path: Path) -> None:
-    """The journal of a finished copy of this image's ``snapshot`` onto ``sink``."""
+async def _check_journal(
+    image: RbdSource, sink: Sink, snapshot: str, path: Path, workers: int, trust: bool
+) -> None:
+    """The journal of a finished copy of this image's ``snapshot`` onto ``sink``, which
+    still holds what it copied (unless ``trust``)."""
     journal = open_existing(path, writable=False)
     try:
         where, header = f"--since-manifest {path}", journal.header
-        identity = json.dumps(["rbd", *image.image.identity(), snapshot], default=str)
-        if identity not in header.source.identities:
-            raise UsageError(f"{where}: kept for {header.source.name}, not @{snapshot}")
-        if header.source.version != f"snapshot {image.image.snapshot_id(snapshot)}":
-            raise UsageError(f"{where}: @{snapshot} was re-made since its copy")
-        if not set(endpoint_of(sink).identities) & set(header.destination.identities):
+        _check_taken_from(where, header.source, image, snapshot)
+        if not header.destination.is_of(sink):
             raise UsageError(f"{where}: kept for another destination ({header.destination.name})")
         if not all(journal.done):
             raise UsageError(f"{where}: that copy did not finish (--resume it first)")
+        if trust:
+            return
+        differing = await check_destination(journal, sink, workers)
+        if differing:
+            raise UsageError(
+                f"{sink.name} was written since the copy {where} records: {len(differing)} "
+                f"chunk(s) differ, first at offset {differing[0] * header.chunk_size}"
+            )
     finally:
         journal.close()
 
 
-async def _check_manifest(sink: Sink, since: Since, workers: int) -> None:
+def _check_taken_from(where: str, recorded: Endpoint, image: RbdSource, snapshot: str) -> None:
+    """A journal's or a manifest's source is this image's ``snapshot``, as it is now."""
+    identity = json.dumps(["rbd", *image.image.identity(), snapshot], default=str)
+    if identity not in recorded.identities:
+        raise UsageError(f"{where}: taken from {recorded.name}, not @{snapshot}")
+    if recorded.version != f"snapshot {image.image.snapshot_id(snapshot)}":
+        raise UsageError(f"{where}: @{snapshot} was re-made since its copy")
+
+
+async def _check_manifest(
+    image: RbdSource, sink: Sink, since: Since, workers: int, trust: bool
+) -> None:
     assert since.proof is not None
-    differing = await check_manifest(sink, Manifest.read(since.proof), workers)
+    where = f"--since-manifest {since.proof}"
+    manifest = Manifest.read(since.proof)
+    if manifest.source is not None:
+        _check_taken_from(where, manifest.source, image, since.snapshot)
+    elif not trust:
+        raise UsageError(
+            f"{where}: does not say which volume it was taken from (an older asyncopy's?): "
+            f"say that it is @{since.snapshot}'s and that DST holds it (--trust-destination)"
+        )
+    if trust:
+        return
+    differing = await check_manifest(sink, manifest, workers)
     if differing:
         raise UsageError(
             f"{sink.name} does not hold the bytes of @{since.snapshot}: {len(differing)} "
-            f"range(s) differ from --since-manifest {since.proof}"
+            f"range(s) differ from {where}"
         )

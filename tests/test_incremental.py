@@ -4,6 +4,7 @@ onto every kind of destination, and the short-downtime migration end to end."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -123,8 +124,12 @@ def test_an_increment_onto_a_file_device_or_lun(
     manifest = tmp_path / "base.manifest"
     copy_json(ceph.uri(name, "base"), dst, "--manifest", str(manifest))
     assert now() == base
-    trusted, warned = copy_json(ceph.uri(name, "final"), dst, "--since", "base")
-    assert f"nothing tells whether {dst}" in warned  # no proof: trusted, and said so
+    unproven = run("copy", ceph.uri(name, "final"), dst, "--since", "base")
+    assert unproven.returncode == 2  # no proof: refused, unless the operator vouches
+    assert f"nothing tells whether {dst}" in unproven.stderr
+    assert "--trust-destination" in unproven.stderr
+    assert now() == base
+    trusted, _ = copy_json(ceph.uri(name, "final"), dst, "--since", "base", "--trust-destination")
     check_increment(trusted)
     assert now() == final
     # The same increment again, checked against @base's manifest: DST holds @final now.
@@ -176,6 +181,47 @@ def test_a_journal_of_the_base_copy_is_checked(
     )
     assert "warning" not in warned
     check_increment(result)
+    assert dst.read_bytes() == final
+
+
+def test_a_destination_written_since_its_journaled_base_copy_is_refused(
+    ceph: Cluster, volume: tuple[str, bytes, bytes], tmp_path: Path
+) -> None:
+    name, _, _ = volume
+    dst, journal = tmp_path / "dst.img", tmp_path / "base.journal"
+    copy_json(ceph.uri(name, "base"), str(dst), "--journal", str(journal))
+    with open(dst, "r+b") as out:
+        out.seek(20 * MiB)
+        out.write(b"written meanwhile")
+    before = dst.read_bytes()
+    proof = ["--since", "base", "--since-manifest", str(journal)]
+    refused = run("copy", ceph.uri(name, "final"), str(dst), *proof)
+    assert refused.returncode == 2
+    assert "was written since the copy --since-manifest" in refused.stderr
+    assert dst.read_bytes() == before
+    os.removexattr(dst, "user.asyncopy.journal")  # as if made again since
+    untagged = run("copy", ceph.uri(name, "final"), str(dst), *proof)
+    assert untagged.returncode == 2
+    assert "carries no journal tag" in untagged.stderr
+
+
+def test_a_manifest_of_another_volume_is_refused(
+    ceph: Cluster, volume: tuple[str, bytes, bytes], tmp_path: Path
+) -> None:
+    """DST holds what the manifest says; but the manifest is of @final, not of @base."""
+    name, _, final = volume
+    dst, manifest = tmp_path / "dst.img", tmp_path / "final.manifest"
+    copy_json(ceph.uri(name, "final"), str(dst), "--manifest", str(manifest))
+    proof = ["--since", "base", "--since-manifest", str(manifest)]
+    refused = run("copy", ceph.uri(name, "final"), str(dst), *proof)
+    assert refused.returncode == 2
+    assert f"taken from rbd:{ceph.pool}/{name}@final, not @base" in refused.stderr
+    older = json.loads(manifest.read_text())
+    del older["source"]  # as an older asyncopy wrote it: it cannot say
+    manifest.write_text(json.dumps(older))
+    unsaid = run("copy", ceph.uri(name, "final"), str(dst), *proof)
+    assert unsaid.returncode == 2
+    assert "does not say which volume" in unsaid.stderr
     assert dst.read_bytes() == final
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from asyncopy.core.journal import Header, Record, create, endpoint_of, open_existing, reserve
+from asyncopy.core.endpoint import endpoint_of
+from asyncopy.core.journal import Header, Record, create, new_tag, open_existing, reserve
 from asyncopy.errors import UsageError
 from asyncopy.testing import MemoryVolume
 from tests.cephtools import Cluster
@@ -284,7 +285,7 @@ def test_bad_journal_input_is_one_line_and_nothing_written(
 
 def test_a_line_cut_short_by_a_crash_is_ignored_and_cut_off(tmp_path: Path) -> None:
     volume = MemoryVolume(bytes(3 * CHUNK), name="a")
-    header = Header(3 * CHUNK, CHUNK, endpoint_of(volume), endpoint_of(volume))
+    header = Header(3 * CHUNK, CHUNK, endpoint_of(volume), endpoint_of(volume), new_tag(), False)
     path = tmp_path / "j"
     journal = create(path, header, reserve(path))
     journal.append([Record(0, 1, bytes(range(16))), Record(1, 1, None)])
@@ -325,3 +326,73 @@ def test_a_device_source_cannot_tell_writes_and_needs_trust(
     trusted = run("copy", device, str(dst), "--resume", str(journal), "--trust-source", "--json")
     assert trusted.returncode == 0, trusted.stderr
     assert json.loads(trusted.stdout)["bytes_unchanged"] == 16 * MiB
+
+
+# -- a destination changed between the kill and the resume ------------------------------------
+
+
+def resumed_plain(src: Path, dst: Path, journal: Path) -> tuple[dict[str, int], str]:
+    """Resume without --verify: what the destination holds must be right all the same."""
+    done = run("copy", str(src), str(dst), "--resume", str(journal), "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), done.stderr
+
+
+def test_chunks_written_since_by_another_process_are_copied_again(
+    source: tuple[Path, bytes], interrupted: tuple[Path, Path, Path]
+) -> None:
+    src, dst, journal = interrupted
+    content = source[1]
+    shown = journaled(journal)
+    assert shown > 1
+    with open(dst, "r+b") as out:  # chunk 1 holds data in the source, and is journaled
+        out.seek(CHUNK + 4096)
+        out.write(b"another writer")
+    result, warned = resumed_plain(src, dst, journal)
+    assert dst.read_bytes() == content
+    assert "1 chunk(s) the journal shows done differ" in warned
+    assert result["bytes_unchanged"] == (shown - 1) * CHUNK  # chunk 1 was redone
+
+
+def test_an_emptied_and_regrown_destination_is_copied_again(
+    source: tuple[Path, bytes], interrupted: tuple[Path, Path, Path]
+) -> None:
+    src, dst, journal = interrupted
+    os.truncate(dst, 0)
+    os.truncate(dst, SIZE)
+    resumed_plain(src, dst, journal)
+    assert dst.read_bytes() == source[1]
+
+
+def test_a_destination_another_journaled_copy_wrote_since_is_refused(
+    tmp_path: Path, interrupted: tuple[Path, Path, Path]
+) -> None:
+    """The same file, written whole by another copy since: it carries that copy's tag (a
+    file deleted and made again, on the same inode or not, carries none)."""
+    src, dst, journal = interrupted
+    other = tmp_path / "other.img"
+    other.write_bytes(os.urandom(SIZE))
+    done = run("copy", str(other), str(dst), "--journal", str(tmp_path / "other.journal"))
+    assert done.returncode == 0, done.stderr
+    refused = run("copy", str(src), str(dst), "--resume", str(journal))
+    assert refused.returncode == 2
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert "carries another journal tag" in refused.stderr
+    assert "--trust-destination" in refused.stderr
+    assert dst.read_bytes() == other.read_bytes()
+
+
+def test_trusting_the_destination_skips_reading_it_back(
+    source: tuple[Path, bytes], interrupted: tuple[Path, Path, Path]
+) -> None:
+    src, dst, journal = interrupted
+    os.removexattr(dst, "user.asyncopy.journal")
+    refused = run("copy", str(src), str(dst), "--resume", str(journal))
+    assert refused.returncode == 2
+    assert "carries no journal tag" in refused.stderr
+    done = run("copy", str(src), str(dst), "--resume", str(journal), "--trust-destination")
+    assert done.returncode == 0, done.stderr
+    assert dst.read_bytes() == source[1]
+    alone = run("copy", str(src), str(dst), "--trust-destination")
+    assert alone.returncode == 2
+    assert "goes with --resume or --since" in alone.stderr

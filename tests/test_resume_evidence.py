@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from asyncopy.core.endpoint import Extent
+from asyncopy.core.endpoint import Extent, endpoint_of
 from asyncopy.core.engine import CopyOptions, copy
-from asyncopy.core.journal import Header, Record, create, endpoint_of, open_existing, reserve
+from asyncopy.core.journal import Header, Record, create, new_tag, open_existing, reserve
 from asyncopy.core.verify import zero_digest
 from asyncopy.errors import VerificationFailed
 from asyncopy.testing import MemoryVolume
@@ -37,7 +37,7 @@ class CountingVolume:
 
 
 def journal_claiming(path: Path, source: MemoryVolume, sink: MemoryVolume, record: Record) -> Path:
-    header = Header(source.size, CHUNK, endpoint_of(source), endpoint_of(sink))
+    header = Header(source.size, CHUNK, endpoint_of(source), endpoint_of(sink), new_tag(), False)
     journal = create(path, header, reserve(path))
     journal.append([record])
     journal.close()

@@ -185,6 +185,31 @@ def seek_extents(fd: int, offset: int, length: int) -> list[Extent]:
     return extents
 
 
+XATTR_PREFIX = "user."  # where an unprivileged label lives on Linux filesystems
+_NO_XATTRS = (errno.ENOTSUP, errno.EPERM, errno.EACCES, errno.ENOSPC, errno.E2BIG)
+
+
+def get_label(fd: int, key: str) -> str | None:
+    """The file's extended attribute ``user.KEY``; None when it has none (or none can be)."""
+    try:
+        return os.getxattr(fd, XATTR_PREFIX + key).decode(errors="replace")
+    except OSError as exc:
+        if exc.errno in (errno.ENODATA, *_NO_XATTRS):
+            return None
+        raise
+
+
+def set_label(fd: int, key: str, value: str) -> bool:
+    """Set ``user.KEY``; False where the filesystem takes no extended attributes."""
+    try:
+        os.setxattr(fd, XATTR_PREFIX + key, value.encode())
+    except OSError as exc:
+        if exc.errno in _NO_XATTRS:
+            return False
+        raise
+    return True
+
+
 def block_device_geometry(fd: int) -> tuple[int, int, int]:
     """(size, logical block size, preferred I/O size) of a block device."""
     size = struct.unpack("Q", fcntl.ioctl(fd, BLKGETSIZE64, b"\0" * 8))[0]

@@ -13,6 +13,7 @@ the engine writes zero buffers instead.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -80,6 +81,20 @@ class Watched(Protocol):
         """Raise CopyFailed if the volume may have been written since it was opened."""
 
 
+@runtime_checkable
+class Tagged(Protocol):
+    """A destination that can carry a label beside its bytes (a file's extended attribute, an
+    image's metadata): a journaled copy labels its destination, and a resumed one tells by
+    the label that it writes the same volume, not one made in its place since (a new file
+    that got the old one's inode)."""
+
+    async def tag(self, key: str) -> str | None:
+        """The label under ``key``; None when there is none."""
+
+    async def set_tag(self, key: str, value: str) -> bool:
+        """Label the volume; False when it cannot carry a label (nothing was done)."""
+
+
 class Volume(Protocol):
     """An open endpoint that can be read: every source, and every sink too."""
 
@@ -128,3 +143,43 @@ class Sink(Volume, Protocol):
 
     async def flush(self) -> None:
         """Make every write durable; an error here fails the copy."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """What a journal or a manifest records of one end of a copy."""
+
+    name: str
+    identities: tuple[str, ...]  # canonical JSON of each identity, sorted
+    version: str | None  # None: cannot tell whether it changed
+
+    def shown(self) -> dict[str, object]:
+        return {"name": self.name, "identities": list(self.identities), "version": self.version}
+
+    @classmethod
+    def parse(cls, doc: object) -> Endpoint:
+        """From ``shown``'s JSON.
+
+        Raises:
+            TypeError: not of that shape.
+        """
+        if not isinstance(doc, dict):
+            raise TypeError("endpoint")
+        identities, version = doc.get("identities"), doc.get("version")
+        if not isinstance(identities, list) or not all(isinstance(i, str) for i in identities):
+            raise TypeError("identities")
+        if version is not None and not isinstance(version, str):
+            raise TypeError("version")
+        return cls(str(doc.get("name")), tuple(identities), version)
+
+    def is_of(self, volume: Volume) -> bool:
+        """Whether ``volume`` is the one recorded (any identity in common)."""
+        return bool(set(endpoint_of(volume).identities) & set(self.identities))
+
+
+def endpoint_of(volume: Volume) -> Endpoint:
+    """What a journal or a manifest records of an open volume."""
+    identities = volume.identities() if isinstance(volume, Identified) else frozenset()
+    version = volume.version() if isinstance(volume, Versioned) else None
+    shown = sorted(json.dumps(list(identity), default=str) for identity in identities)
+    return Endpoint(volume.name, tuple(shown), version)

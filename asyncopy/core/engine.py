@@ -19,8 +19,8 @@ Design:
   multiple of the sink's block size); that block is read, patched and written back.
 - The first error cancels the pipeline and is raised alone. The sink is flushed at the end;
   with ``verify`` it is then re-read and every chunk's digest compared with the source's.
-  Chunks are hashed (xxh3-128) only for ``verify`` or
-  when the result's digests are wanted (a manifest): a plain copy skips it.
+  Chunks are hashed (xxh3-128) only for ``verify``, a journal (which keeps each chunk's
+  digest) or when the result's digests are wanted (a manifest): a plain copy skips it.
 
 A chunk's way through the modules: ``pipeline.plan_volume`` asks the source's ``extents``
 (``sources/``) and ``plan`` cuts them into ``DataChunk``s and ``ZeroRun``s;
@@ -168,8 +168,9 @@ async def copy(
         progress: called at most every ``options.progress_interval`` seconds, and at the end.
         rate: a bytes-per-second limit on what the copy reads (``asyncopy.core.rate``), which may
             be shared with other copies and changed while this one runs; none if None.
-        journal: what is on the sink already (skipped, its digests taken as the source's),
-            and where the work done goes, after each flush of the sink (``core.journal``).
+        journal: what is on the sink already (skipped; read from the source again to
+            verify), and where the work done goes, with each chunk's digest, after each
+            flush of the sink (``core.journal``).
         unchanged: one byte per chunk, non-zero for the chunks the sink holds already (an
             incremental copy): neither read nor written.
 
@@ -236,6 +237,7 @@ class _Copy:
             ):
                 raise UsageError(f"journal {journal.path}: made for another size or chunk size")
             self.journal = journal
+            self.hashing = True  # the journal keeps each chunk's digest, to check on resuming
             self._skip(journal.done)
         if unchanged is not None:
             self._skip(unchanged)

@@ -6,9 +6,7 @@ grid, and what the source and destination were), then one line per piece of work
 on the destination for sure::
 
     FIRST COUNT DIGEST     chunks FIRST .. FIRST+COUNT-1; DIGEST the chunk's xxh3-128 in
-                           hex, ``z`` for chunks that read as zeros, ``d`` for a chunk
-                           copied without hashing (a copy hashes only to verify or for a
-                           manifest: a resumed copy that verifies then reads it again)
+                           hex (COUNT 1), or ``z`` for chunks that read as zeros
 
 A line is appended only after the destination was flushed with that work on it, then the
 journal is synced: a chunk in flight when the copy stopped is never in it. A crash may leave
@@ -18,38 +16,44 @@ What "the same source" means is in the header: every identity the source reports
 and device, cluster, pool and image ids, a LUN's VPD identifiers) and its version (a
 snapshot's id, a file's size and times); a resumed copy refuses any other source, and a
 source whose version cannot be told (the head of an RBD image) unless told to trust it.
+
+What "the same destination, unchanged" means: the destination has one of the identities in
+the header; where its kind can carry a label (a file's extended attribute, an image's
+metadata: ``Tagged``), it carries the random tag the journal was started with (a file
+deleted and made again, even on the same inode, does not); and it still holds what the
+journal shows done: those chunks are read back and compared with the digests the journal
+took from the source (``check_destination``). A chunk that differs was written since, by
+something else: it is copied again. The journal is a plan of what to skip, never evidence
+of what the source holds: a resumed copy that verifies reads the source again for the
+chunks it skipped.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import secrets
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asyncopy.core.endpoint import Identified, Versioned, Volume
-from asyncopy.core.verify import ALGORITHM, DIGEST_SIZE, DigestTable
+from asyncopy.core.endpoint import Endpoint, Tagged, Versioned, Volume, endpoint_of
+from asyncopy.core.plan import merge_indices
+from asyncopy.core.rate import RateLimit
+from asyncopy.core.verify import ALGORITHM, DIGEST_SIZE, digest_volume, zero_digest
 from asyncopy.errors import CopyFailed, UsageError
 
 FORMAT = "asyncopy-journal"
-VERSION = 1
+VERSION = 2
 ZERO = "z"
-UNHASHED = "d"
-NO_DIGEST = bytes(DIGEST_SIZE)  # what a chunk copied without hashing has for a digest
+TAG_KEY = "asyncopy.journal"  # the label a journaled copy puts on its destination
+_TAG = re.compile("[0-9a-f]{32}")
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """What a journal says one end of the copy was."""
-
-    name: str
-    identities: tuple[str, ...]  # canonical JSON of each identity, sorted
-    version: str | None  # None: cannot tell whether it changed
-
-    def shown(self) -> dict[str, object]:
-        return {"name": self.name, "identities": list(self.identities), "version": self.version}
+def new_tag() -> str:
+    return secrets.token_hex(16)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,8 @@ class Header:
     chunk_size: int
     source: Endpoint
     destination: Endpoint
+    tag: str  # random, one per journal
+    tagged: bool  # whether the destination carries ``tag`` (``Tagged``)
 
     def dumps(self) -> str:
         return json.dumps(
@@ -69,6 +75,8 @@ class Header:
                 "chunk_size": self.chunk_size,
                 "source": self.source.shown(),
                 "destination": self.destination.shown(),
+                "tag": self.tag,
+                "tagged": self.tagged,
             }
         )
 
@@ -82,10 +90,7 @@ class Record:
     digest: bytes | None
 
     def line(self) -> str:
-        if self.digest is None:
-            shown = ZERO
-        else:
-            shown = UNHASHED if self.digest == NO_DIGEST else self.digest.hex()
+        shown = ZERO if self.digest is None else self.digest.hex()
         return f"{self.first} {self.count} {shown}\n"
 
 
@@ -99,14 +104,6 @@ class Journal:
     done: bytearray  # one byte per chunk: 1 when the journal shows it done
     records: list[Record] = field(default_factory=list)  # what it shows, in order
     pending: list[Record] = field(default_factory=list)
-
-    def fill(self, table: DigestTable) -> None:
-        """Put the digests the journal holds into ``table`` (same grid)."""
-        for record in self.records:  # a digest's record is one chunk; zeros run on
-            if record.digest is None:
-                table.set_zero(record.first * table.chunk_size, record.count * table.chunk_size)
-            elif record.digest != NO_DIGEST:
-                table.set(record.first, record.digest)
 
     def record(self, first: int, count: int, digest: bytes | None) -> None:
         """Note work that is on the destination, to be written after its next flush."""
@@ -131,14 +128,6 @@ class Journal:
 
     def close(self) -> None:
         os.close(self.fd)
-
-
-def endpoint_of(volume: Volume) -> Endpoint:
-    """What a journal records of an open volume."""
-    identities = volume.identities() if isinstance(volume, Identified) else frozenset()
-    version = volume.version() if isinstance(volume, Versioned) else None
-    shown = sorted(json.dumps(list(identity), default=str) for identity in identities)
-    return Endpoint(volume.name, tuple(shown), version)
 
 
 def check_resumable(
@@ -170,8 +159,66 @@ def check_resumable(
             "or a LUN cannot tell): copy from a snapshot, or say it did not change "
             "(--trust-source)"
         )
-    if not set(endpoint_of(sink).identities) & set(header.destination.identities):
+    if not header.destination.is_of(sink):
         raise UsageError(f"{where}: kept for another destination ({header.destination.name})")
+
+
+async def label(sink: Volume, tag: str) -> bool:
+    """Put a new journal's tag on its destination, where its kind can carry one."""
+    return isinstance(sink, Tagged) and await sink.set_tag(TAG_KEY, tag)
+
+
+async def check_destination(
+    journal: Journal, sink: Volume, workers: int, rate: RateLimit | None = None
+) -> list[int]:
+    """Refuse a destination that is not the one the journal was kept for; of the chunks the
+    journal shows done, the ones ``sink`` no longer holds (they are no longer shown done).
+
+    Raises:
+        UsageError: ``sink`` lacks the journal's tag (made again since).
+    """
+    header = journal.header
+    if header.tagged:
+        found = await sink.tag(TAG_KEY) if isinstance(sink, Tagged) else None
+        if found != header.tag:
+            raise UsageError(
+                f"journal {journal.path}: {sink.name} is not the destination it was kept for "
+                f"(it carries {'no' if found is None else 'another'} journal tag: made again "
+                "since?); copy without --resume, or say it is (--trust-destination)"
+            )
+    differing = await differing_chunks(journal, sink, workers, rate)
+    for index in differing:
+        journal.done[index] = 0
+    return differing
+
+
+async def differing_chunks(
+    journal: Journal, volume: Volume, workers: int, rate: RateLimit | None = None
+) -> list[int]:
+    """The chunks the journal shows done whose bytes on ``volume`` differ from its record
+    (the last record of a chunk counts)."""
+    size, chunk_size = journal.header.size, journal.header.chunk_size
+    claims = _last_claims(journal.records, len(journal.done))
+    ranges = merge_indices((i for i, _ in claims), chunk_size, size)
+    table = await digest_volume(volume, size, chunk_size, workers, rate, ranges=ranges)
+    differing = []
+    for index, digest in claims:
+        expected = zero_digest(table.chunk_length(index)) if digest is None else digest
+        if table.get(index) != expected:
+            differing.append(index)
+    return differing
+
+
+def _last_claims(records: list[Record], count: int) -> list[tuple[int, bytes | None]]:
+    """Each chunk the records show done, with its last record's digest, in chunk order."""
+    claims: list[tuple[int, bytes | None]] = []
+    seen = bytearray(count)
+    for record in reversed(records):
+        for index in range(record.first, record.first + record.count):
+            if not seen[index]:
+                seen[index] = 1
+                claims.append((index, record.digest))
+    return sorted(claims, key=lambda claim: claim[0])
 
 
 def reserve(path: Path) -> int:
@@ -254,22 +301,14 @@ def _header(line: bytes, path: Path) -> Header:
         size, chunk_size = doc["size"], doc["chunk_size"]
         if not all(isinstance(v, int) and v > 0 for v in (size, chunk_size)):
             raise ValueError("size and chunk_size must be positive integers")
-        return Header(size, chunk_size, _endpoint(doc["source"]), _endpoint(doc["destination"]))
+        tag, tagged = doc["tag"], doc["tagged"]
+        if not isinstance(tag, str) or not _TAG.fullmatch(tag) or not isinstance(tagged, bool):
+            raise ValueError("bad tag")
+        source, destination = Endpoint.parse(doc["source"]), Endpoint.parse(doc["destination"])
+        return Header(size, chunk_size, source, destination, tag, tagged)
     except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         reason = str(exc) if isinstance(exc, ValueError) else "not an asyncopy journal"
         raise UsageError(f"journal {path}: {reason}") from exc
-
-
-def _endpoint(doc: object) -> Endpoint:
-    if not isinstance(doc, dict):
-        raise TypeError("endpoint")
-    identities = doc["identities"]
-    version = doc["version"]
-    if not isinstance(identities, list) or not all(isinstance(i, str) for i in identities):
-        raise TypeError("identities")
-    if version is not None and not isinstance(version, str):
-        raise TypeError("version")
-    return Endpoint(str(doc["name"]), tuple(identities), version)
 
 
 def _records(lines: list[bytes], count: int, path: Path) -> Iterator[Record]:
@@ -288,9 +327,7 @@ def _records(lines: list[bytes], count: int, path: Path) -> Iterator[Record]:
 
 
 def _digest(shown: str) -> bytes | None:
-    if shown == ZERO:
-        return None
-    return NO_DIGEST if shown == UNHASHED else bytes.fromhex(shown)
+    return None if shown == ZERO else bytes.fromhex(shown)
 
 
 def _write_all(fd: int, data: bytes) -> None:

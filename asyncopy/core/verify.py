@@ -7,9 +7,12 @@ that many zero bytes, so digests do not depend on how a volume is allocated.
 Manifest format (JSON, version 1)::
 
     {"format": "asyncopy-manifest", "version": 1, "algorithm": "xxh3-128",
-     "size": <bytes>, "chunk_size": <bytes>, "digests": ["<32 hex digits>", ...]}
+     "size": <bytes>, "chunk_size": <bytes>, "digests": ["<32 hex digits>", ...],
+     "source": {"name": ..., "identities": [...], "version": ...}}
 
-``digests[i]`` covers bytes [i*chunk_size, min((i+1)*chunk_size, size)).
+``digests[i]`` covers bytes [i*chunk_size, min((i+1)*chunk_size, size)). ``source`` (what
+the volume was: ``endpoint.Endpoint``) is written by ``copy --manifest``; a manifest without
+it still verifies, but cannot prove which volume it is of (``--since-manifest``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 import trio
 import xxhash
 
-from asyncopy.core.endpoint import Volume
+from asyncopy.core.endpoint import Endpoint, Volume
 from asyncopy.core.pipeline import (
     aligned_buffer,
     fan_out,
@@ -106,22 +109,23 @@ class DigestTable:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """The digests of a volume, as written by ``copy --manifest``."""
+    """The digests of a volume, as written by ``copy --manifest``, and what it was."""
 
     digests: DigestTable
+    source: Endpoint | None = None
 
     def dumps(self) -> str:
-        return json.dumps(
-            {
-                "format": MANIFEST_FORMAT,
-                "version": MANIFEST_VERSION,
-                "algorithm": ALGORITHM,
-                "size": self.digests.size,
-                "chunk_size": self.digests.chunk_size,
-                "digests": list(self.digests.hexdigests()),
-            },
-            indent=1,
-        )
+        doc: dict[str, object] = {
+            "format": MANIFEST_FORMAT,
+            "version": MANIFEST_VERSION,
+            "algorithm": ALGORITHM,
+            "size": self.digests.size,
+            "chunk_size": self.digests.chunk_size,
+            "digests": list(self.digests.hexdigests()),
+        }
+        if self.source is not None:
+            doc["source"] = self.source.shown()
+        return json.dumps(doc, indent=1)
 
     @classmethod
     def loads(cls, text: str, where: str) -> Manifest:
@@ -129,7 +133,12 @@ class Manifest:
             doc = json.loads(text)
         except (ValueError, RecursionError) as exc:
             raise UsageError(f"manifest {where}: not JSON: {_json_error(exc)}") from exc
-        return cls(_table_from(doc, Path(where)))
+        table = _table_from(doc, Path(where))
+        try:
+            source = Endpoint.parse(doc["source"]) if "source" in doc else None
+        except TypeError as exc:
+            raise UsageError(f"manifest {where}: bad source") from exc
+        return cls(table, source)
 
     @classmethod
     def read(cls, path: Path) -> Manifest:

@@ -22,11 +22,13 @@ from asyncopy.access.posix import (
     DIRECT_ALIGN,
     FdVolume,
     close_fd,
+    get_label,
     is_aligned,
     open_direct,
     open_fd,
     pwrite_full,
     seek_extents,
+    set_label,
     sync_and_drop_cache,
     zero_file_range,
 )
@@ -60,6 +62,12 @@ class FileSink(FdVolume):
 
     async def flush(self) -> None:
         await self.run("flush", None, None, sync_and_drop_cache, self.fd)
+
+    async def tag(self, key: str) -> str | None:
+        return await self.run("read label", None, None, get_label, self.fd, key)
+
+    async def set_tag(self, key: str, value: str) -> bool:
+        return await self.run("label", None, None, set_label, self.fd, key, value)
 
 
 @asynccontextmanager

@@ -42,6 +42,15 @@ class RbdSink(RbdVolume):
         with map_errors(self.name, f"snapshot @{name}"):
             return await self.image.metadata(SNAPSHOT_KEY + name)
 
+    async def tag(self, key: str) -> str | None:
+        with map_errors(self.name, "read metadata"):
+            return await self.image.metadata(key)
+
+    async def set_tag(self, key: str, value: str) -> bool:
+        with map_errors(self.name, "set metadata"):
+            await self.image.set_metadata(key, value)
+        return True
+
     async def write(self, offset: int, data: memoryview) -> None:
         with map_errors(self.name, "write", offset, len(data)):
             await self.image.write(offset, data)
