@@ -32,7 +32,7 @@ from asyncopy.core.journal import (
 )
 from asyncopy.core.rate import RateLimit
 from asyncopy.core.verify import Manifest, check_manifest, compare, manifest_file
-from asyncopy.errors import Terminated, UsageError
+from asyncopy.errors import HungUp, Terminated, UsageError
 from asyncopy.incremental import Since, check_base, plan
 from asyncopy.incremental import snapshot_destination as snapshot_destination_of
 from asyncopy.specs import EndpointOptions, check, open_sink, open_source, parse
@@ -235,8 +235,8 @@ def copy_sync(
 
 
 def run_interruptibly(job: Callable[[], Awaitable[T]]) -> T:
-    """``trio.run(job)``; Ctrl-C (SIGINT) or SIGTERM cancels the job, then raises
-    KeyboardInterrupt or ``Terminated``.
+    """``trio.run(job)``; Ctrl-C (SIGINT), SIGTERM or SIGHUP cancels the job, then raises
+    KeyboardInterrupt, ``Terminated`` or ``HungUp``.
 
     A cancellation lets endpoints close as designed: shielded waits for requests already
     sent to librbd or to an iSCSI target run to their end, a destination the copy created is
@@ -251,7 +251,7 @@ def run_interruptibly(job: Callable[[], Awaitable[T]]) -> T:
     received: list[int] = []
 
     async def interruptible() -> T:
-        stopping = (signal.SIGINT, signal.SIGTERM)
+        stopping = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         with trio.open_signal_receiver(*stopping) as signals, trio.CancelScope() as scope:
             watching = trio.CancelScope()
 
@@ -268,6 +268,8 @@ def run_interruptibly(job: Callable[[], Awaitable[T]]) -> T:
             finally:
                 watching.cancel()
         if scope.cancel_called:  # only a signal cancels this scope, even if the job then ended
+            if received[0] == signal.SIGHUP:
+                raise HungUp
             if received[0] == signal.SIGTERM:
                 raise Terminated
             raise KeyboardInterrupt

@@ -1,9 +1,11 @@
 """The ``asyncopy`` command.
 
 Exit codes: 0 success (for ``verify``: identical), 1 copy failed or (for ``verify``)
-different, 2 bad input or error (as ``qemu-img compare``), 130 interrupted (SIGINT), 143
-terminated (SIGTERM): both cancel the copy and clean up first. Errors are one
-line on stderr, never a traceback.
+different, 2 bad input or error (as ``qemu-img compare``), and for a stop 128 plus the
+signal's number, as a shell reports a process the signal killed: 129 hung up (SIGHUP: the
+terminal closed, the ssh session dropped), 130 interrupted (SIGINT), 143 terminated
+(SIGTERM). A stop cancels the copy and cleans up first. Errors are one line on stderr,
+never a traceback.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from asyncopy import settings
 from asyncopy.api import copy_uri, run_interruptibly, verify_manifest, verify_uris
 from asyncopy.core.sizes import human, parse_size
 from asyncopy.display import KINDS, display
-from asyncopy.errors import AsyncopyError, CopyFailed, Terminated, UsageError
+from asyncopy.errors import AsyncopyError, CopyFailed, HungUp, Terminated, UsageError
 from asyncopy.incremental import Since
 from asyncopy.process import exit_process, tune_for_copy
 
@@ -33,7 +35,8 @@ if TYPE_CHECKING:
     from asyncopy.display import Display
     from asyncopy.specs import EndpointOptions
 
-EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+EXIT_HUNG_UP, EXIT_INTERRUPTED, EXIT_TERMINATED = 129, 130, 143
 MAX_TIMEOUT = float(settings.MAX_TIMEOUT)  # seconds, for --ceph-timeout and --iscsi-timeout
 _LIBRADOS = "librados' default"
 
@@ -241,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(_message(exc), EXIT_ERROR)
     except KeyboardInterrupt:
         return _fail("interrupted", EXIT_INTERRUPTED)
+    except HungUp:
+        return _fail("hung up", EXIT_HUNG_UP)
     except Terminated:
         return _fail("terminated", EXIT_TERMINATED)
 

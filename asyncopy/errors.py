@@ -3,9 +3,9 @@
 Two families: ``UsageError`` for bad input, found before anything is written, and
 ``CopyFailed`` for a copy or verification that went wrong on the way. Each message is one
 line an operator can act on: the endpoint, the operation, the offset and length.
-``Terminated`` is a stop (SIGTERM), as KeyboardInterrupt is. ``RbdError`` is the librbd
-binding's own, raw error: ``map_errors``, the one translation, turns it and ``OSError`` into
-an ``EndpointError`` at each endpoint.
+``Terminated`` is a stop (SIGTERM, or SIGHUP: ``HungUp``), as KeyboardInterrupt is.
+``RbdError`` is the librbd binding's own, raw error: ``map_errors``, the one translation,
+turns it and ``OSError`` into an ``EndpointError`` at each endpoint.
 """
 
 from __future__ import annotations
@@ -29,6 +29,10 @@ class IncompatibleCinder(UsageError):
 
 class Terminated(BaseException):  # a stop, as KeyboardInterrupt is, not an error
     """SIGTERM stopped a copy; it was cancelled and cleaned up as Ctrl-C would have."""
+
+
+class HungUp(Terminated):
+    """SIGHUP (a closed terminal, a dropped ssh session) stopped a copy, as SIGTERM does."""
 
 
 class CopyFailed(AsyncopyError):

@@ -24,7 +24,7 @@ from asyncopy.core.engine import CopyResult
 from asyncopy.core.pipeline import alongside
 from asyncopy.core.progress import Progress
 from asyncopy.core.rate import RateLimit
-from asyncopy.errors import CopyFailed, Terminated, UsageError
+from asyncopy.errors import CopyFailed, HungUp, Terminated, UsageError
 from asyncopy.process import exit_process, io_priority, set_io_priority, tune_for_copy
 
 T = TypeVar("T")
@@ -68,6 +68,9 @@ def child_main() -> int:
     except KeyboardInterrupt:
         print("interrupted: the copy was cancelled and cleaned up", file=sys.stderr)
         return 130
+    except HungUp:
+        print("hung up: the copy was cancelled and cleaned up", file=sys.stderr)
+        return 129
     except Terminated:
         print("terminated: the copy was cancelled and cleaned up", file=sys.stderr)
         return 143

@@ -1,0 +1,106 @@
+"""Stops and lost readers: SIGHUP, SIGPIPE and standard streams that go away.
+
+A closed terminal or a dropped ssh session (SIGHUP) stops a copy as SIGTERM does: cancelled,
+cleaned up, one line, exit 129. Output is a report on the copy, never a reason to fail it:
+a reader that goes away, or a stream closed from the start, leaves the copy's exit status
+that of the copy, and ``--json`` keeps stdout to one object.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asyncopy.cinder import child_request
+from tests.cephtools import Cluster
+from tests.conftest import MiB
+from tests.test_faults import (
+    TIMEOUT,
+    cinder_rbd,
+    run,
+    start_copy,
+    unlocked,
+    write_dense,
+)
+
+SIZE = 256 * MiB
+SLOW = ("--rate-limit", "64M/s")  # four seconds for SIZE: the copy is under way when stopped
+
+
+def remove_image(ceph: Cluster, name: str) -> None:
+    argv = ["rbd", "-c", ceph.conf, "--no-progress", "rm", f"{ceph.pool}/{name}"]
+    subprocess.run(argv, check=False, capture_output=True, timeout=TIMEOUT)
+
+
+# -- SIGHUP ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["file", "rbd"])
+def test_a_hangup_stops_the_copy_removes_its_destination_and_a_rerun_works(
+    ceph: Cluster, tmp_path: Path, kind: str
+) -> None:
+    """SIGHUP mid-copy: 129, one line, the new destination removed, and nothing (no watcher,
+    no lock) that keeps a rerun started at once from succeeding."""
+    src = tmp_path / "src.img"
+    write_dense(src, SIZE)
+    name = ceph.name()
+    dst = str(tmp_path / "dst.img") if kind == "file" else ceph.uri(name)
+    try:
+        child = start_copy(*SLOW, str(src), dst)
+        child.send_signal(signal.SIGHUP)
+        _, errors = child.communicate(timeout=30)
+        assert child.returncode == 129, errors
+        assert errors.splitlines()[-1].endswith("asyncopy: error: hung up")
+        if kind == "file":
+            assert not (tmp_path / "dst.img").exists()
+        else:
+            assert not ceph.exists(name)
+        again = run("copy", str(src), dst, timeout=60)
+        assert again.returncode == 0, again.stderr
+        if kind == "file":
+            assert (tmp_path / "dst.img").read_bytes() == src.read_bytes()
+        else:
+            assert ceph.read(name) == src.read_bytes()
+            assert unlocked(ceph, name)
+    finally:
+        remove_image(ceph, name)
+
+
+def test_a_hangup_stops_the_cinder_child_cleanly(ceph: Cluster) -> None:
+    src, dst = ceph.name(), ceph.name()
+    ceph.create(src, SIZE, [(i * 4 * MiB, 4 * MiB) for i in range(64)])
+    ceph.create(dst, SIZE)
+    try:
+        request = child_request(
+            {"connection_info": cinder_rbd(ceph.stack, src)},
+            {"connection_info": cinder_rbd(ceph.stack, dst)},
+            SIZE,
+            None,
+            target_is_zero=False,
+        )
+        child = subprocess.Popen(
+            [sys.executable, "-m", "asyncopy.cinder.child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdin is not None
+        assert child.stdout is not None
+        child.stdin.write(json.dumps({**request, "rate": 32 * MiB}) + "\n")  # 8 s for the whole
+        child.stdin.flush()
+        assert "progress" in json.loads(child.stdout.readline())  # copying
+        child.send_signal(signal.SIGHUP)
+        _, errors = child.communicate(timeout=30)
+        assert child.returncode == 129, errors
+        assert errors.strip().startswith("hung up")
+        assert unlocked(ceph, dst)
+        assert unlocked(ceph, src)
+    finally:
+        remove_image(ceph, src)
+        remove_image(ceph, dst)
