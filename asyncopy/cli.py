@@ -5,7 +5,8 @@ different, 2 bad input or error (as ``qemu-img compare``), and for a stop 128 pl
 signal's number, as a shell reports a process the signal killed: 129 hung up (SIGHUP: the
 terminal closed, the ssh session dropped), 130 interrupted (SIGINT), 143 terminated
 (SIGTERM). A stop cancels the copy and cleans up first. Errors are one line on stderr,
-never a traceback.
+never a traceback. Output that cannot be written (its reader gone) is dropped and does not
+change the exit status (``asyncopy.process``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from asyncopy.core.sizes import human, parse_size
 from asyncopy.display import KINDS, display
 from asyncopy.errors import AsyncopyError, CopyFailed, HungUp, Terminated, UsageError
 from asyncopy.incremental import Since
-from asyncopy.process import exit_process, tune_for_copy
+from asyncopy.process import exit_process, say, tune_for_copy
 
 if TYPE_CHECKING:
     from asyncopy.access.ceph import RbdCreate
@@ -269,7 +270,7 @@ def _warn_of_secrets(*specs: str | None) -> None:
     for spec in specs:
         warning = secret_in(spec) if spec else None
         if warning is not None:
-            print(f"asyncopy: warning: {warning}", file=sys.stderr)
+            say(f"asyncopy: warning: {warning}", sys.stderr)
 
 
 def _copy(args: argparse.Namespace) -> int:
@@ -313,10 +314,7 @@ def _copy(args: argparse.Namespace) -> int:
     )
     result = run_interruptibly(job)
     _end_display()
-    if args.json:
-        print(json.dumps(result.summary()))
-    else:
-        print(_describe(result))
+    say(json.dumps(result.summary()) if args.json else _describe(result), sys.stdout)
     return EXIT_OK
 
 
@@ -340,12 +338,12 @@ def _verify(args: argparse.Namespace) -> int:
         )
     if args.json:
         ranges = [{"offset": offset, "length": length} for offset, length in differing]
-        print(json.dumps({"identical": not differing, "differing": ranges}))
+        say(json.dumps({"identical": not differing, "differing": ranges}), sys.stdout)
     elif differing:
         shown = ", ".join(f"{offset}+{length}" for offset, length in differing[:8])
-        print(f"different: {len(differing)} range(s) (offset+length): {shown}")
+        say(f"different: {len(differing)} range(s) (offset+length): {shown}", sys.stdout)
     else:
-        print("identical")
+        say("identical", sys.stdout)
     return EXIT_FAILED if differing else EXIT_OK
 
 
@@ -457,7 +455,7 @@ def _message(exc: BaseException) -> str:
 
 def _fail(message: str, code: int) -> int:
     _end_display()  # the error on a line of its own
-    print(f"asyncopy: error: {message}", file=sys.stderr)
+    say(f"asyncopy: error: {message}", sys.stderr)
     return code
 
 

@@ -6,7 +6,8 @@
 - ``--progress=json``: one JSON object per report (``Progress.summary``), for scripts.
 
 The rate and time left are the engine's (``asyncopy.core.progress``), the same a library
-caller and Cinder receive.
+caller and Cinder receive. A stream whose reader goes away ends the display, not the copy
+(``Unfailing``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, NoReturn, Protocol, TextIO
 
 from asyncopy.core.sizes import human
+from asyncopy.process import silence
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -38,8 +40,8 @@ class Display(Protocol):
 def display(kind: str, stream: TextIO) -> Display:
     """The display for ``--progress=KIND`` on ``stream``."""
     if kind == "json":
-        return JsonLines(stream)
-    return Bar(stream) if stream.isatty() else Lines(stream)
+        return Unfailing(JsonLines(stream), stream)
+    return Unfailing(Bar(stream) if stream.isatty() else Lines(stream), stream)
 
 
 def describe(progress: Progress) -> str:
@@ -60,6 +62,33 @@ def _duration(seconds: float) -> str:
     if hours:
         return f"{hours}:{minutes:02d}:{secs:02d}"
     return f"{minutes}:{secs:02d}" if minutes else f"{secs} s"
+
+
+class Unfailing:
+    """``shown`` until a write on ``stream`` fails (its reader gone): then the stream is
+    silenced and nothing more is shown, and the copy goes on."""
+
+    def __init__(self, shown: Display, stream: TextIO) -> None:
+        self.shown: Display | None = shown
+        self.stream = stream
+
+    def __call__(self, progress: Progress) -> None:
+        if self.shown is not None:
+            try:
+                self.shown(progress)
+            except OSError:
+                self._gone()
+
+    def close(self) -> None:
+        if self.shown is not None:
+            try:
+                self.shown.close()
+            except OSError:
+                self._gone()
+
+    def _gone(self) -> None:
+        self.shown = None
+        silence(self.stream)
 
 
 class JsonLines:

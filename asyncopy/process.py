@@ -9,6 +9,11 @@
 - One glibc malloc arena. librbd's threads and the binding's per-read buffers otherwise
   spread 4 MiB allocations over many arenas that keep what is freed: peak RSS grows by
   each arena's share, for no speed.
+
+What the command writes on stdout and stderr is a report on the copy, never a reason to
+fail it: a write whose reader is gone (a closed pipe, a hung-up terminal) points the stream
+at /dev/null for the rest of the run (``say``), so that neither later lines nor the
+interpreter's last flush fail, and the exit status stays the copy's.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import gc
 import os
 import platform
 import sys
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from asyncopy.errors import UsageError
 
@@ -37,6 +42,28 @@ def exit_process(code: int) -> NoReturn:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def say(line: str, stream: TextIO) -> None:
+    """Write ``line`` on ``stream``; if that fails, the stream is silenced for good."""
+    try:
+        print(line, file=stream, flush=True)
+    except OSError:
+        silence(stream)
+
+
+def silence(stream: TextIO) -> None:
+    """Point ``stream``'s descriptor at /dev/null: what it still buffers, and all that is
+    written on it later, goes nowhere instead of failing."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):  # not a file, or closed: nothing reaches a reader
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 def tune_for_copy() -> None:

@@ -20,6 +20,7 @@ from asyncopy.cinder import child_request
 from tests.cephtools import Cluster
 from tests.conftest import MiB
 from tests.test_faults import (
+    ASYNCOPY,
     TIMEOUT,
     cinder_rbd,
     run,
@@ -33,8 +34,9 @@ SLOW = ("--rate-limit", "64M/s")  # four seconds for SIZE: the copy is under way
 
 
 def remove_image(ceph: Cluster, name: str) -> None:
-    argv = ["rbd", "-c", ceph.conf, "--no-progress", "rm", f"{ceph.pool}/{name}"]
-    subprocess.run(argv, check=False, capture_output=True, timeout=TIMEOUT)
+    for command in (["snap", "purge"], ["rm"]):
+        argv = ["rbd", "-c", ceph.conf, "--no-progress", *command, f"{ceph.pool}/{name}"]
+        subprocess.run(argv, check=False, capture_output=True, timeout=TIMEOUT)
 
 
 # -- SIGHUP ---------------------------------------------------------------------------------
@@ -104,3 +106,49 @@ def test_a_hangup_stops_the_cinder_child_cleanly(ceph: Cluster) -> None:
     finally:
         remove_image(ceph, src)
         remove_image(ceph, dst)
+
+
+# -- standard streams whose reader goes away -------------------------------------------------
+
+
+@pytest.mark.parametrize("output", ["summary", "json"])
+def test_a_good_copy_whose_stdout_reader_is_gone_still_succeeds(
+    tmp_path: Path, output: str
+) -> None:
+    """``asyncopy copy ... | true``: the reader exits at once, the copy's result cannot be
+    written (EPIPE), and the copy still ends with its own status, 0, and no traceback."""
+    src = tmp_path / "src.img"
+    write_dense(src, 64 * MiB)
+    dst = tmp_path / "dst.img"
+    flags = ["--json"] if output == "json" else []
+    piped = ["bash", "-c", 'set -o pipefail; "$@" | true', "bash"]
+    done = subprocess.run(
+        [*piped, *ASYNCOPY, "copy", *flags, str(src), str(dst)],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert dst.read_bytes() == src.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["bar", "json"])
+def test_a_progress_reader_going_away_leaves_the_copy_whole(tmp_path: Path, kind: str) -> None:
+    """--progress on a pipe whose reader closes it mid-copy: the copy goes on to the end."""
+    src = tmp_path / "src.img"
+    write_dense(src, SIZE)
+    dst = tmp_path / "dst.img"
+    child = subprocess.Popen(
+        [*ASYNCOPY, "copy", f"--progress={kind}", *SLOW, str(src), str(dst)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stderr is not None
+    child.stderr.read(1)  # the copy is under way
+    child.stderr.close()  # and its progress reader gone
+    out, _ = child.communicate(timeout=60)
+    assert child.returncode == 0
+    assert out.startswith("copied 256.0 MiB")
+    assert dst.read_bytes() == src.read_bytes()
