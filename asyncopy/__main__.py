@@ -12,6 +12,9 @@ import gc
 
 def main() -> None:
     gc.disable()
+    from asyncopy.process import standard_streams
+
+    standard_streams()
     from asyncopy.cli import run
 
     run()

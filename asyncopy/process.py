@@ -13,7 +13,10 @@
 What the command writes on stdout and stderr is a report on the copy, never a reason to
 fail it: a write whose reader is gone (a closed pipe, a hung-up terminal) points the stream
 at /dev/null for the rest of the run (``say``), so that neither later lines nor the
-interpreter's last flush fail, and the exit status stays the copy's.
+interpreter's last flush fail, and the exit status stays the copy's. A standard stream
+closed at start gets /dev/null (``standard_streams``): Python would leave ``sys.stderr``
+None, and print the lines meant for it on stdout, and the first file the copy opened would
+take descriptor 2, where librados and libiscsi write their messages.
 """
 
 from __future__ import annotations
@@ -42,6 +45,22 @@ def exit_process(code: int) -> NoReturn:
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+def standard_streams() -> None:
+    """Give descriptors 0-2 that are closed /dev/null, and ``sys.stderr`` one over it;
+    call first, before anything opens a file."""
+    for fd in range(3):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stderr is None:  # left so by Python: print(file=None) writes on stdout
+        stream = open(2, "w", buffering=1, errors="backslashreplace", closefd=False)  # noqa: SIM115
+        sys.stderr = stream
 
 
 def say(line: str, stream: TextIO) -> None:

@@ -152,3 +152,29 @@ def test_a_progress_reader_going_away_leaves_the_copy_whole(tmp_path: Path, kind
     assert child.returncode == 0
     assert out.startswith("copied 256.0 MiB")
     assert dst.read_bytes() == src.read_bytes()
+
+
+def without_stderr(*args: str) -> subprocess.CompletedProcess[str]:
+    """``asyncopy ARGS 2>&-``: started with descriptor 2 closed, not merely /dev/null."""
+    closed = ["sh", "-c", 'exec "$@" 2>&-', "sh"]
+    return subprocess.run(
+        [*closed, *ASYNCOPY, *args], stdout=subprocess.PIPE, text=True, timeout=TIMEOUT
+    )
+
+
+def test_with_stderr_closed_json_keeps_stdout_to_one_object(ceph: Cluster, tmp_path: Path) -> None:
+    """A warning (a key on the command line) and an error meant for a closed stderr never
+    reach stdout: a good copy prints its one JSON object there, a refused one nothing."""
+    name = ceph.name()
+    data = ceph.create(name, 8 * MiB, [(0, 8 * MiB)])
+    try:
+        keyed = f"{ceph.uri(name)}:key=AQBmZXR0bGVkaXN0aGVrZXkxMjM0NQ=="
+        done = without_stderr("copy", "--json", keyed, str(tmp_path / "dst.img"))
+        assert done.returncode == 0
+        assert json.loads(done.stdout)["bytes_total"] == 8 * MiB  # one object, nothing else
+        assert (tmp_path / "dst.img").read_bytes() == data
+        refused = without_stderr("copy", "--json", str(tmp_path / "none"), str(tmp_path / "d2"))
+        assert refused.returncode == 2
+        assert refused.stdout == ""
+    finally:
+        remove_image(ceph, name)
