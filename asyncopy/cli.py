@@ -5,8 +5,9 @@ different, 2 bad input or error (as ``qemu-img compare``), and for a stop 128 pl
 signal's number, as a shell reports a process the signal killed: 129 hung up (SIGHUP: the
 terminal closed, the ssh session dropped), 130 interrupted (SIGINT), 143 terminated
 (SIGTERM). A stop cancels the copy and cleans up first. Errors are one line on stderr,
-never a traceback. Output that cannot be written (its reader gone) is dropped and does not
-change the exit status (``asyncopy.process``).
+never a traceback; warnings (the library's ``warnings.warn`` included) are one
+``asyncopy: warning:`` line there. Output that cannot be written (its reader gone) is
+dropped and does not change the exit status (``asyncopy.process``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import argparse
 import gc
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from asyncopy import settings
 from asyncopy.api import copy_uri, run_interruptibly, verify_manifest, verify_uris
@@ -459,7 +461,20 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` for the command: the message alone, not where it was raised."""
+    say(f"asyncopy: warning: {message}", sys.stderr)
+
+
 def run() -> NoReturn:
     tune_for_copy()
     gc.enable()  # ``python -m asyncopy`` loads with it off; what it loaded is frozen now
+    warnings.showwarning = _show_warning
     exit_process(main())

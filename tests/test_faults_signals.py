@@ -178,3 +178,25 @@ def test_with_stderr_closed_json_keeps_stdout_to_one_object(ceph: Cluster, tmp_p
         assert refused.stdout == ""
     finally:
         remove_image(ceph, name)
+
+
+# -- warnings --------------------------------------------------------------------------------
+
+
+def test_a_since_warning_is_one_line(ceph: Cluster, tmp_path: Path) -> None:
+    """--since onto a file nothing can check: the library's warning, one line on stderr."""
+    name = ceph.name()
+    data = ceph.create(name, 8 * MiB, [(0, 4 * MiB)])
+    dst = tmp_path / "dst.img"
+    try:
+        with ceph.image(name) as image:
+            image.create_snap("base")
+            image.create_snap("final")
+        assert run("copy", ceph.uri(name, "base"), str(dst)).returncode == 0
+        done = run("copy", ceph.uri(name, "final"), str(dst), "--since", "base")
+        assert done.returncode == 0, done.stderr
+        (warning,) = done.stderr.splitlines()
+        assert warning.startswith(f"asyncopy: warning: nothing tells whether {dst}")
+        assert dst.read_bytes() == data
+    finally:
+        remove_image(ceph, name)
