@@ -8,10 +8,15 @@ that of the copy, and ``--json`` keeps stdout to one object.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import pytest
@@ -69,6 +74,44 @@ def test_a_hangup_stops_the_copy_removes_its_destination_and_a_rerun_works(
         else:
             assert ceph.read(name) == src.read_bytes()
             assert unlocked(ceph, name)
+    finally:
+        remove_image(ceph, name)
+
+
+def on_a_terminal(*args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``asyncopy ARGS`` in a session of its own whose controlling terminal is a new pty:
+    the process and the pty's master end, once the command has written on it."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # rows, columns
+    child = subprocess.Popen(
+        [*ASYNCOPY, *args],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0),
+    )
+    os.close(slave)
+    os.read(master, 1)  # the copy is under way
+    return child, master
+
+
+def test_a_closed_terminal_stops_the_copy_and_a_rerun_works(ceph: Cluster, tmp_path: Path) -> None:
+    """The terminal closes (its master end, as when an ssh session drops): the kernel sends
+    SIGHUP and writes on it fail from then on. The copy stops with 129 and its new image is
+    removed, with no watcher left to refuse a rerun."""
+    src = tmp_path / "src.img"
+    write_dense(src, SIZE)
+    name = ceph.name()
+    try:
+        child, master = on_a_terminal("copy", "--progress", *SLOW, str(src), ceph.uri(name))
+        os.close(master)
+        assert child.wait(timeout=30) == 129
+        assert not ceph.exists(name)
+        again = run("copy", str(src), ceph.uri(name), timeout=60)
+        assert again.returncode == 0, again.stderr
+        assert ceph.read(name) == src.read_bytes()
+        assert unlocked(ceph, name)
     finally:
         remove_image(ceph, name)
 
