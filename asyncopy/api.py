@@ -18,7 +18,14 @@ import trio
 
 from asyncopy.access.posix import path_identities
 from asyncopy.core.endpoint import Identified, Identity, Sink, Volume, endpoint_of
-from asyncopy.core.engine import CopyOptions, CopyResult, ProgressCallback, copy
+from asyncopy.core.engine import (
+    CopyOptions,
+    CopyResult,
+    ProgressCallback,
+    check_fit,
+    check_source,
+    copy,
+)
 from asyncopy.core.journal import (
     Header,
     Journal,
@@ -104,6 +111,7 @@ async def copy_uri(
             reserved = held.enter_context(_reserved(journal))
         async with open_source(src, src_options) as source:
             refuse_same(source, [], files)
+            check_source(source, options)
             async with open_sink(
                 dst,
                 size=source.size,
@@ -113,6 +121,7 @@ async def copy_uri(
                 keep_on_failure=journal is not None,
             ) as sink:
                 refuse_same(sink, [source], files)
+                check_fit(source, sink, options)
                 if kept is not None:
                     check_resumable(kept, source, sink, trust_source=trust_source)
                     if not trust_destination:

@@ -33,7 +33,6 @@ worker's buffer;
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ import trio
 
 from asyncopy.core.endpoint import Sink, Volume, Watched
 from asyncopy.core.journal import Journal, Record
+from asyncopy.core.limits import check_counts, check_memory, grid_fault
 from asyncopy.core.pipeline import aligned_buffer, alongside, fan_out, plan_volume, read_chunk
 from asyncopy.core.plan import (
     DataChunk,
@@ -64,7 +64,6 @@ DEFAULT_CHUNK_SIZE = 4 * MiB
 DEFAULT_DEPTH = 8  # as qemu-img convert; 16 was no faster in benchmarks/ and held more memory
 DEFAULT_MAX_INFLIGHT = 64 * MiB
 DEFAULT_SPARSE_SIZE = 4096  # as qemu-img convert -S
-MAX_DEPTH = 1024  # past a few dozen nothing gets faster; one buffer mapping per chunk in flight
 UNHASHED = bytes(DIGEST_SIZE)  # what a chunk's digest is when no hashing was asked for
 COMMIT_INTERVAL = 1.0  # seconds at most between two journal commits (a sink flush each)
 COMMIT_GAP = 0.25  # seconds at least between two commits
@@ -83,10 +82,7 @@ class CopyOptions:
     progress_interval: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.chunk_size <= 0 or self.depth <= 0:
-            raise UsageError("chunk size and depth must be positive")
-        if self.depth > MAX_DEPTH:
-            raise UsageError(f"depth {self.depth} is more than {MAX_DEPTH}")
+        check_counts(self.chunk_size, self.depth)
         if self.sparse_size < 0 or (self.sparse_size and self.chunk_size % self.sparse_size):
             raise UsageError(
                 f"sparse size {self.sparse_size} must divide the chunk size {self.chunk_size}"
@@ -96,22 +92,11 @@ class CopyOptions:
                 f"in-flight budget {self.max_inflight_bytes} is smaller than one chunk "
                 f"({self.chunk_size})"
             )
-
-        held = self.workers * self.chunk_size
-        if held > memory_limit():
-            raise UsageError(
-                f"{self.workers} chunks of {self.chunk_size} bytes in flight need {held} bytes "
-                f"of buffers, more than half of this machine's memory ({memory_limit() * 2})"
-            )
+        check_memory(self.chunk_size, self.workers)
 
     @property
     def workers(self) -> int:
         return min(self.depth, self.max_inflight_bytes // self.chunk_size)
-
-
-def memory_limit() -> int:
-    """The most buffer memory a copy may ask for: half the machine's physical memory."""
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,13 +164,23 @@ async def copy(
             nothing was written.
         CopyFailed: an I/O error, a short read, a failed flush or a failed verification.
     """
-    copying = _Copy(source, sink, options or CopyOptions(), progress, rate)
+    options = options or CopyOptions()
+    check_fit(source, sink, options)
+    copying = _Copy(source, sink, options, progress, rate)
     copying.skip_done(journal, unchanged)
     return await copying.run()
 
 
+def check_source(source: Volume, options: CopyOptions) -> None:
+    """Refuse a source past the limits of a copy's tables (and of its journal and manifest)."""
+    fault = grid_fault(source.size, options.chunk_size)
+    if fault is not None:
+        raise UsageError(f"source {source.name}: {fault}")
+
+
 def check_fit(source: Volume, sink: Sink, options: CopyOptions) -> None:
-    """Refuse, before anything is written, a copy that cannot be done."""
+    """Refuse, before anything is written or allocated, a copy that cannot be done."""
+    check_source(source, options)
     if sink.size < source.size:
         raise UsageError(
             f"destination {sink.name} is too small: {sink.size} bytes, "
@@ -250,7 +245,6 @@ class _Copy:
         self.skipping = any(self.skip)
 
     async def run(self) -> CopyResult:
-        check_fit(self.source, self.sink, self.options)
         started = time.monotonic()
         # The buffers live only as long as fan_out: verification then allocates its own.
         workers = [self._worker() for _ in range(self.options.workers)]

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asyncopy.core.endpoint import Endpoint, Tagged, Versioned, Volume, endpoint_of
+from asyncopy.core.limits import grid_fault
 from asyncopy.core.plan import merge_indices
 from asyncopy.core.rate import RateLimit
 from asyncopy.core.verify import ALGORITHM, DIGEST_SIZE, digest_volume, zero_digest
@@ -299,8 +300,11 @@ def _header(line: bytes, path: Path) -> Header:
         if doc.get("version") != VERSION or doc.get("algorithm") != ALGORITHM:
             raise ValueError(f"version {doc.get('version')} / {doc.get('algorithm')} unknown")
         size, chunk_size = doc["size"], doc["chunk_size"]
-        if not all(isinstance(v, int) and v > 0 for v in (size, chunk_size)):
-            raise ValueError("size and chunk_size must be positive integers")
+        if not all(type(v) is int for v in (size, chunk_size)):
+            raise ValueError("size and chunk_size must be integers")
+        fault = grid_fault(size, chunk_size)  # before a table of chunks is made
+        if fault is not None:
+            raise ValueError(fault)
         tag, tagged = doc["tag"], doc["tagged"]
         if not isinstance(tag, str) or not _TAG.fullmatch(tag) or not isinstance(tagged, bool):
             raise ValueError("bad tag")

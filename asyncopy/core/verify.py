@@ -31,6 +31,7 @@ import trio
 import xxhash
 
 from asyncopy.core.endpoint import Endpoint, Volume
+from asyncopy.core.limits import MAX_CHUNK_SIZE, MAX_SIZE, check_memory, grid_fault
 from asyncopy.core.pipeline import (
     aligned_buffer,
     fan_out,
@@ -46,7 +47,6 @@ ALGORITHM = "xxh3-128"
 DIGEST_SIZE = 16
 MANIFEST_FORMAT = "asyncopy-manifest"
 MANIFEST_VERSION = 1
-MAX_CHUNK_SIZE = 1 << 30
 
 
 def chunk_digest(data: memoryview | bytes) -> bytes:
@@ -223,7 +223,7 @@ def _table_from(doc: object, path: Path) -> DigestTable:
             f"manifest {path}: version {doc.get('version')} / {doc.get('algorithm')} "
             f"unsupported (want {MANIFEST_VERSION} / {ALGORITHM})"
         )
-    size = _whole(doc.get("size"), 0, 1 << 60)
+    size = _whole(doc.get("size"), 0, MAX_SIZE)
     chunk_size = _whole(doc.get("chunk_size"), 1, MAX_CHUNK_SIZE)
     digests = doc.get("digests")
     if size is None or chunk_size is None:
@@ -231,6 +231,9 @@ def _table_from(doc: object, path: Path) -> DigestTable:
     count = -(-size // chunk_size)
     if not isinstance(digests, list) or len(digests) != count:  # before allocating the table
         raise UsageError(f"manifest {path}: expected {count} digests")
+    fault = grid_fault(size, chunk_size)
+    if fault is not None:
+        raise UsageError(f"manifest {path}: {fault}")
     table = DigestTable(size, chunk_size)
     try:
         for index, text in enumerate(digests):
@@ -341,6 +344,7 @@ async def compare(a: Volume, b: Volume, chunk_size: int, workers: int) -> list[t
 async def check_manifest(volume: Volume, manifest: Manifest, workers: int) -> list[tuple[int, int]]:
     """The byte ranges where ``volume`` differs from the manifest (its first SIZE bytes)."""
     expected = manifest.digests
+    check_memory(expected.chunk_size, workers)
     if volume.size < expected.size:
         return [(volume.size, expected.size - volume.size)]
     actual = await digest_volume(volume, expected.size, expected.chunk_size, workers)
