@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from asyncopy import settings
 from asyncopy.api import copy_uri, run_interruptibly, verify_manifest, verify_uris
+from asyncopy.core.limits import check_counts, check_memory
 from asyncopy.core.sizes import human, parse_size
 from asyncopy.display import KINDS, display
 from asyncopy.errors import AsyncopyError, CopyFailed, HungUp, Terminated, UsageError
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 EXIT_HUNG_UP, EXIT_INTERRUPTED, EXIT_TERMINATED = 129, 130, 143
 MAX_TIMEOUT = float(settings.MAX_TIMEOUT)  # seconds, for --ceph-timeout and --iscsi-timeout
+MIN_CEPH_TIMEOUT = float(settings.MIN_CEPH_TIMEOUT)
 _LIBRADOS = "librados' default"
 
 
@@ -327,8 +329,8 @@ def _verify(args: argparse.Namespace) -> int:
     values = _settings(args.config_file)
     chunk_size = settings.given_or(_size(args.chunk_size, "chunk size"), values.chunk_size)
     depth = settings.given_or(args.depth, values.depth)
-    if depth <= 0 or chunk_size <= 0:
-        raise UsageError("chunk size and depth must be positive")
+    check_counts(chunk_size, depth)
+    check_memory(chunk_size, depth)
     options = _endpoint_options(args, values, args.conf)
     if args.manifest is not None:
         differing = run_interruptibly(
@@ -356,8 +358,10 @@ def _endpoint_options(
     create: RbdCreate | None = None,
 ) -> EndpointOptions:
     """``[asyncopy]``'s endpoint options, and ``create`` for a new image; the flags given win."""
-    if args.ceph_timeout is not None and not 0 < args.ceph_timeout <= MAX_TIMEOUT:
-        raise UsageError(f"--ceph-timeout must be more than 0 and at most {MAX_TIMEOUT}")
+    if args.ceph_timeout is not None and not MIN_CEPH_TIMEOUT <= args.ceph_timeout <= MAX_TIMEOUT:
+        raise UsageError(
+            f"--ceph-timeout must be at least {MIN_CEPH_TIMEOUT} and at most {MAX_TIMEOUT}"
+        )
     if args.iscsi_timeout is not None and not 0 < args.iscsi_timeout <= MAX_TIMEOUT:
         raise UsageError(f"--iscsi-timeout must be more than 0 and at most {MAX_TIMEOUT:.0f}")
     options = settings.endpoint_options(

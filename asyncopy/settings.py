@@ -19,6 +19,9 @@ from asyncopy.specs import EndpointOptions
 
 GROUP = "asyncopy"
 MAX_TIMEOUT = 3600  # seconds, for Ceph and iSCSI alike
+# librados takes its timeouts in whole seconds: less than one second would still wait a
+# second there, while the waits on librbd (twice the timeout) would give up at once
+MIN_CEPH_TIMEOUT = 1
 SIZES = ("chunk_size", "max_inflight", "sparse_size")  # bytes, shown as 4M, 64K, ...
 
 _T = TypeVar("_T")

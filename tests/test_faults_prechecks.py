@@ -6,11 +6,18 @@ allocated: what a copy refuses up front, and what it writes (a manifest, a journ
 from __future__ import annotations
 
 import json
+import resource
+import subprocess
+import time
 from pathlib import Path
 
+import pytest
+
 from asyncopy.core.limits import MAX_CHUNK_SIZE, MAX_CHUNKS
+from tests.cephtools import Cluster
 from tests.conftest import MiB, write_pattern
-from tests.test_faults import one_error, run
+from tests.test_faults import ASYNCOPY, one_error, run
+from tests.test_incremental import remove
 
 # -- item 5: every check before the first write ----------------------------------------------
 
@@ -75,3 +82,129 @@ def test_a_source_of_more_chunks_than_a_journal_or_manifest_holds_is_refused(
     one_error(done, 2, str(src), f"more than {MAX_CHUNKS} chunks")
     assert not dst.exists()
     assert not journal.exists()
+
+
+# -- item 11: every count bounded before it is allocated -------------------------------------
+
+
+def measured(
+    *args: str, address_space: int | None = None
+) -> tuple[subprocess.CompletedProcess[str], int, float]:
+    """A run of ``asyncopy ARGS`` under GNU time (and an address-space limit, if given): the
+    run with its own stderr lines only, its peak RSS in KiB, its wall time in seconds."""
+
+    def limit() -> None:
+        if address_space is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+
+    started = time.monotonic()
+    done = subprocess.run(
+        ["/usr/bin/time", "-f", "%M", *ASYNCOPY, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=limit,
+    )
+    seconds = time.monotonic() - started
+    *lines, peak = done.stderr.splitlines()
+    done.stderr = "".join(f"{line}\n" for line in lines if not line.startswith("Command exited"))
+    return done, int(peak), seconds
+
+
+SMALL_KIB = 150 * 1024  # a run that allocates nothing large stays near 30 MiB
+
+
+def journal_header(size: int, chunk_size: int) -> str:
+    endpoint: dict[str, object] = {"name": "x", "identities": [], "version": None}
+    header = {
+        "format": "asyncopy-journal",
+        "version": 1,
+        "algorithm": "xxh3-128",
+        "size": size,
+        "chunk_size": chunk_size,
+        "source": endpoint,
+        "destination": endpoint,
+    }
+    return json.dumps(header) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("size", "chunk_size", "message"),
+    [
+        (1 << 62, 4 * MiB, f"size {1 << 62} is not between 0 and"),
+        (1 << 60, 1, f"more than {MAX_CHUNKS} chunks"),
+    ],
+)
+def test_a_journal_header_past_the_limits_is_one_line_fast_and_small(
+    tmp_path: Path, size: int, chunk_size: int, message: str
+) -> None:
+    src, journal = tmp_path / "src.img", tmp_path / "journal"
+    write_pattern(src, MiB, [(0, MiB)])
+    journal.write_text(journal_header(size, chunk_size))
+    done, peak, seconds = measured("copy", "--resume", str(journal), str(src), str(tmp_path / "d"))
+    one_error(done, 2, f"journal {journal}", message)
+    assert peak < SMALL_KIB
+    assert seconds < 5
+    assert not (tmp_path / "d").exists()
+
+
+def test_verify_with_a_depth_past_the_limit_is_one_line_fast_and_small(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.img", tmp_path / "b.img"
+    write_pattern(a, MiB, [(0, MiB)])
+    write_pattern(b, MiB, [(0, MiB)])
+    done, peak, seconds = measured("verify", "--depth", "100000", str(a), str(b))
+    one_error(done, 2, "depth 100000 is more than 1024")
+    assert peak < SMALL_KIB
+    assert seconds < 5
+
+
+@pytest.mark.parametrize("command", ["copy", "verify"])
+def test_a_ceph_timeout_under_a_second_is_bad_input(tmp_path: Path, command: str) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    write_pattern(src, MiB, [(0, MiB)])
+    if command == "verify":
+        write_pattern(dst, MiB, [(0, MiB)])
+    before = dst.exists()
+    done = run(command, "--ceph-timeout", "0.001", str(src), str(dst))
+    one_error(done, 2, "--ceph-timeout must be at least 1")
+    assert dst.exists() == before
+
+
+# 4 buffers of 1 GiB do not fit in 3 GiB of address space; 4 of 4 KiB do, with all the rest
+BIG_CHUNKS = ("--chunk-size", "1G", "--depth", "4", "--max-inflight", "4G", "--verify")
+ADDRESS_SPACE = 3 << 30
+
+
+def test_a_one_gib_chunk_copy_of_a_small_file_is_fast_and_small(tmp_path: Path) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    content = write_pattern(src, 4096, [(0, 4096)])
+    done, peak, seconds = measured(
+        "copy", *BIG_CHUNKS, str(src), str(dst), address_space=ADDRESS_SPACE
+    )
+    assert done.returncode == 0, done.stderr
+    assert dst.read_bytes() == content
+    assert seconds < 5
+    assert peak < SMALL_KIB
+    checked, _, _ = measured(
+        "verify", "--chunk-size", "1G", str(src), str(dst), address_space=ADDRESS_SPACE
+    )
+    assert (checked.returncode, checked.stdout.strip()) == (0, "identical"), checked.stderr
+
+
+def test_a_one_gib_chunk_copy_of_a_small_image_is_fast_and_small(
+    tmp_path: Path, ceph: Cluster
+) -> None:
+    src, dst, back = ceph.name("small"), ceph.name("copy"), tmp_path / "back.img"
+    content = ceph.create(src, 4096, [(0, 4096)])
+    try:
+        for there, back_again in ((ceph.uri(src), ceph.uri(dst)), (ceph.uri(dst), str(back))):
+            done, peak, seconds = measured(
+                "copy", *BIG_CHUNKS, there, back_again, address_space=ADDRESS_SPACE
+            )
+            assert done.returncode == 0, done.stderr
+            assert seconds < 5
+            assert peak < SMALL_KIB
+        assert back.read_bytes() == content
+    finally:
+        remove(ceph, src)
+        remove(ceph, dst)

@@ -25,7 +25,7 @@ from asyncopy import settings
 from asyncopy.core.engine import CopyOptions
 from asyncopy.core.sizes import parse_size
 from asyncopy.errors import UsageError
-from asyncopy.settings import GROUP, MAX_TIMEOUT, Settings, size_text
+from asyncopy.settings import GROUP, MAX_TIMEOUT, MIN_CEPH_TIMEOUT, Settings, size_text
 from asyncopy.specs import EndpointOptions
 
 _DEFAULTS = settings.DEFAULTS
@@ -104,7 +104,7 @@ OPTS: list[cfg.Opt] = [
     cfg.FloatOpt(
         "ceph_timeout",
         default=_DEFAULTS.ceph_timeout,
-        min=1,
+        min=MIN_CEPH_TIMEOUT,
         max=MAX_TIMEOUT,
         help="Seconds before an unanswered Ceph request fails the copy (a stopped or full "
         "cluster is an error, never a hang); a copy whose cluster stops answering ends "

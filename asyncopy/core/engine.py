@@ -43,7 +43,7 @@ import trio
 
 from asyncopy.core.endpoint import Sink, Volume, Watched
 from asyncopy.core.journal import Journal, Record
-from asyncopy.core.limits import check_counts, check_memory, grid_fault
+from asyncopy.core.limits import buffer_size, check_counts, check_memory, grid_fault
 from asyncopy.core.pipeline import aligned_buffer, alongside, fan_out, plan_volume, read_chunk
 from asyncopy.core.plan import (
     DataChunk,
@@ -221,6 +221,8 @@ class _Copy:
         self.last_report = 0.0
         self.meter = Meter(source.size)
         self.tail = aligned_buffer(sink.block_size)
+        block = math.lcm(source.block_size, sink.block_size)
+        self.buffer_size = buffer_size(options.chunk_size, source.size, block)
         # A source that hands its own buffers over, when the sink takes any buffer
 
     def skip_done(self, journal: Journal | None, unchanged: bytearray | None) -> None:
@@ -336,7 +338,7 @@ class _Copy:
         await trio.to_thread.run_sync(self.journal.append, records)
 
     def _worker(self) -> Callable[[Work], Awaitable[None]]:
-        buf = aligned_buffer(self.options.chunk_size)
+        buf = aligned_buffer(self.buffer_size)
 
         async def work(item: Work) -> None:
             if isinstance(item, ZeroRun):
@@ -392,7 +394,7 @@ class _Copy:
         self.zeroed += length
 
     async def _write_zero_buffers(self, offset: int, length: int) -> None:
-        zeros = _zero_buffer(self.options.chunk_size)
+        zeros = _zero_buffer(self.buffer_size)
         for start in range(offset, offset + length, len(zeros)):
             piece = zeros[: min(len(zeros), offset + length - start)]
             await self.rate.spend(len(piece))

@@ -12,6 +12,9 @@ manifest or journal header past them is refused before any table is made from it
   4 MiB chunk; a larger volume takes a larger chunk.
 - ``MAX_DEPTH``: past a few dozen chunks in flight nothing gets faster; each holds a buffer.
 - ``memory_limit()``: the buffers in flight, at most half the machine's physical memory.
+
+A buffer is never larger than the volume it is for (``buffer_size``): a 1 GiB chunk size
+for a 4 KiB volume maps 4 KiB per worker, not 1 GiB.
 """
 
 from __future__ import annotations
@@ -68,3 +71,9 @@ def check_memory(chunk_size: int, workers: int) -> None:
             f"{workers} chunks of {chunk_size} bytes in flight need {held} bytes "
             f"of buffers, more than half of this machine's memory ({memory_limit() * 2})"
         )
+
+
+def buffer_size(chunk_size: int, length: int, block: int) -> int:
+    """The bytes a chunk buffer needs for ``length`` bytes: a chunk, or all of them (rounded
+    up to ``block``) when they are fewer."""
+    return min(chunk_size, -(-max(length, 1) // block) * block)

@@ -31,7 +31,13 @@ import trio
 import xxhash
 
 from asyncopy.core.endpoint import Endpoint, Volume
-from asyncopy.core.limits import MAX_CHUNK_SIZE, MAX_SIZE, check_memory, grid_fault
+from asyncopy.core.limits import (
+    MAX_CHUNK_SIZE,
+    MAX_SIZE,
+    buffer_size,
+    check_memory,
+    grid_fault,
+)
 from asyncopy.core.pipeline import (
     aligned_buffer,
     fan_out,
@@ -295,7 +301,7 @@ async def digest_volume(
             await send.send(ZeroRun(tail, length - tail))
 
     def make_worker() -> Callable[[Work], Awaitable[None]]:
-        buf = aligned_buffer(chunk_size)
+        buf = aligned_buffer(buffer_size(chunk_size, length, block))
 
         async def work(item: Work) -> None:
             if isinstance(item, ZeroRun):
