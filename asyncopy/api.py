@@ -40,7 +40,7 @@ from asyncopy.core.journal import (
 from asyncopy.core.rate import RateLimit
 from asyncopy.core.verify import Manifest, check_manifest, compare, manifest_file
 from asyncopy.errors import HungUp, Terminated, UsageError
-from asyncopy.incremental import Since, check_base, plan
+from asyncopy.incremental import Since, check_base, check_snapshot_destination, plan
 from asyncopy.incremental import snapshot_destination as snapshot_destination_of
 from asyncopy.specs import EndpointOptions, check, open_sink, open_source, parse
 
@@ -122,6 +122,8 @@ async def copy_uri(
             ) as sink:
                 refuse_same(sink, [source], files)
                 check_fit(source, sink, options)
+                if snapshot_destination:
+                    await check_snapshot_destination(source, sink)
                 if kept is not None:
                     check_resumable(kept, source, sink, trust_source=trust_source)
                     if not trust_destination:

@@ -31,6 +31,7 @@ from asyncopy.core.verify import Manifest, check_manifest, read_regular
 from asyncopy.errors import UsageError
 
 if TYPE_CHECKING:
+    from asyncopy.sinks.rbd import RbdSink
     from asyncopy.sources.rbd import RbdSource
 
 
@@ -107,16 +108,32 @@ async def check_base(
         )
 
 
+async def check_snapshot_destination(source: Volume, sink: Sink) -> None:
+    """Refuse, before anything is written, a destination that cannot take the source
+    snapshot's name: not an image, or one that has a snapshot of that name already."""
+    _, target, snapshot = _snapshot_ends(source, sink)
+    if await target.has_snapshot(snapshot):
+        raise UsageError(
+            f"{target.name} has a snapshot @{snapshot} already: --snapshot-destination "
+            "cannot take that name"
+        )
+
+
 async def snapshot_destination(source: Volume, sink: Sink) -> None:
     """Take the source snapshot's name on an RBD destination, once the copy is done (and
     verified, if asked): the next ``--since`` that snapshot can check the destination."""
+    image, target, snapshot = _snapshot_ends(source, sink)
+    await target.create_snapshot(snapshot, snapshot_identity(image, snapshot))
+
+
+def _snapshot_ends(source: Volume, sink: Sink) -> tuple[RbdSource, RbdSink, str]:
     from asyncopy.sinks.rbd import RbdSink
     from asyncopy.sources.rbd import RbdSource
 
     snapshot = source.snapshot if isinstance(source, RbdSource) else None
     if not isinstance(source, RbdSource) or not isinstance(sink, RbdSink) or snapshot is None:
         raise UsageError("--snapshot-destination needs an rbd:...@SNAP source and an rbd: DST")
-    await sink.create_snapshot(snapshot, snapshot_identity(source, snapshot))
+    return source, sink, snapshot
 
 
 def snapshot_identity(image: RbdSource, snapshot: str) -> str:

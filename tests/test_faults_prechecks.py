@@ -208,3 +208,26 @@ def test_a_one_gib_chunk_copy_of_a_small_image_is_fast_and_small(
     finally:
         remove(ceph, src)
         remove(ceph, dst)
+
+
+# -- item 13: --snapshot-destination onto an image that has the name already -----------------
+
+
+def test_a_destination_with_the_snapshot_name_taken_is_refused_before_writing(
+    ceph: Cluster,
+) -> None:
+    src, dst = ceph.name("volume"), ceph.name("migrated")
+    try:
+        ceph.create(src, 8 * MiB, [(0, 8 * MiB)], seed=1)
+        with ceph.image(src) as image:
+            image.create_snap("base")
+        before = ceph.create(dst, 8 * MiB, [(0, 8 * MiB)], seed=2)
+        with ceph.image(dst) as image:
+            image.create_snap("base")
+        done = run("copy", "--snapshot-destination", ceph.uri(src, "base"), ceph.uri(dst))
+        one_error(done, 2, f"rbd:{ceph.pool}/{dst}", "has a snapshot @base already")
+        assert ceph.read(dst) == before
+        assert ceph.watchers(dst) == []
+    finally:
+        remove(ceph, src)
+        remove(ceph, dst)
