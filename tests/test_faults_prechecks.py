@@ -15,7 +15,7 @@ import pytest
 
 from asyncopy.core.limits import MAX_CHUNK_SIZE, MAX_CHUNKS
 from tests.cephtools import Cluster
-from tests.conftest import MiB, write_pattern
+from tests.conftest import MakeLoop, MiB, write_pattern
 from tests.test_faults import ASYNCOPY, one_error, run
 from tests.test_incremental import remove
 
@@ -80,6 +80,20 @@ def test_a_source_of_more_chunks_than_a_journal_or_manifest_holds_is_refused(
         "copy", "--chunk-size", "4K", "--journal", str(journal), str(src), str(dst), timeout=20
     )
     one_error(done, 2, str(src), f"more than {MAX_CHUNKS} chunks")
+    assert not dst.exists()
+    assert not journal.exists()
+
+
+def test_a_chunk_size_off_the_source_block_grid_makes_no_destination_nor_journal(
+    tmp_path: Path, make_loop: MakeLoop
+) -> None:
+    device, _ = make_loop(MiB, sector_size=4096)
+    dst, journal = tmp_path / "dst.img", tmp_path / "journal"
+    done = run(
+        "copy", "--journal", str(journal), "--chunk-size", "6K", "--sparse-size", "0", device,
+        str(dst),
+    )  # fmt: skip
+    one_error(done, 2, "chunk size 6144", "block size 4096", device)
     assert not dst.exists()
     assert not journal.exists()
 

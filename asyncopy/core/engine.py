@@ -172,10 +172,12 @@ async def copy(
 
 
 def check_source(source: Volume, options: CopyOptions) -> None:
-    """Refuse a source past the limits of a copy's tables (and of its journal and manifest)."""
+    """Refuse, before the destination is opened, a source past the limits of a copy's tables
+    (and of its journal and manifest), or off the options' grid."""
     fault = grid_fault(source.size, options.chunk_size)
     if fault is not None:
         raise UsageError(f"source {source.name}: {fault}")
+    _check_grid(options, source.block_size, source.name)
 
 
 def check_fit(source: Volume, sink: Sink, options: CopyOptions) -> None:
@@ -187,11 +189,15 @@ def check_fit(source: Volume, sink: Sink, options: CopyOptions) -> None:
             f"source {source.name} is {source.size} bytes"
         )
     align = math.lcm(source.block_size, sink.block_size)
+    _check_grid(options, align, f"{source.name} and {sink.name}")
+
+
+def _check_grid(options: CopyOptions, align: int, names: str) -> None:
     grid = options.sparse_size or options.chunk_size
     if options.chunk_size % align or grid % align:
         raise UsageError(
             f"chunk size {options.chunk_size} and sparse size {options.sparse_size} must be "
-            f"multiples of the block size {align} of {source.name} and {sink.name}"
+            f"multiples of the block size {align} of {names}"
         )
 
 
