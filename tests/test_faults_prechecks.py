@@ -132,12 +132,14 @@ def journal_header(size: int, chunk_size: int) -> str:
     endpoint: dict[str, object] = {"name": "x", "identities": [], "version": None}
     header = {
         "format": "asyncopy-journal",
-        "version": 1,
+        "version": 2,
         "algorithm": "xxh3-128",
         "size": size,
         "chunk_size": chunk_size,
         "source": endpoint,
         "destination": endpoint,
+        "tag": "0" * 32,
+        "tagged": False,
     }
     return json.dumps(header) + "\n"
 
