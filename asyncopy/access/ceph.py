@@ -4,8 +4,15 @@ The URI is qemu's, which operators already type::
 
     rbd:POOL/[NAMESPACE/]IMAGE[@SNAP][:conf=PATH][:id=USER][:keyring=PATH][:OPTION=VALUE...]
 
-Other ``OPTION=VALUE`` pairs are librados configuration (``mon_host=...``), as in qemu; a
-``:`` inside a value is written ``\\:``. Values never appear in messages.
+Other ``OPTION=VALUE`` pairs are librados configuration, as in qemu, but only these
+(``OPTIONS``): ``mon_host`` (the monitors), ``key`` (the secret itself), ``auth_supported``
+and ``auth_client_required`` (the authentication methods, as Nova and Cinder's qemu URIs
+carry them) and ``rbd_sparse_read_threshold_bytes``. Any other option is refused as bad
+input before anything is opened: librados acts on paths (``admin_socket`` unlinks its path
+to make a socket, ``log_file`` writes its own) and on its timeouts, which are
+``--ceph-timeout``'s. The same holds for a spec made from a Cinder ``connection_info``
+(monitors, user, key). A ``:`` inside a value is written ``\\:``. Values never appear in
+messages.
 
 The client is librados through ``asyncopy.access.librbd`` (one connection per cluster per process,
 aio completions on an eventfd). asyncopy always sets the librados timeouts (``--ceph-timeout``),
@@ -103,6 +110,16 @@ class RbdSpec:
     keyring: str | None = field(default=None, repr=False)
     options: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold a key=
 
+    def __post_init__(self) -> None:
+        for key, _ in self.options:
+            if key in _TIMEOUTS:
+                raise UsageError(f"{self}: set {key} with --ceph-timeout")
+            if key not in OPTIONS:
+                raise UsageError(
+                    f"{self}: bad ceph option {key!r}: not accepted (accepted: "
+                    f"conf, id, keyring, {', '.join(OPTIONS)})"
+                )
+
     def __str__(self) -> str:
         """The URI without its options: what messages call the image."""
         path = "/".join(part for part in (self.pool, self.namespace, self.image) if part)
@@ -116,6 +133,14 @@ USAGE = "expected rbd:POOL/[NAMESPACE/]IMAGE[@SNAP][:option=value...]"
 # assembles a sparse read's reply in a second buffer (peak RSS grows by a chunk per request
 # in flight), for no less CPU; it saves only the wire bytes of holes inside objects.
 DEFAULTS = {"rbd_sparse_read_threshold_bytes": str(1 << 40)}
+# The librados options a URI or a connection_info may set, besides conf, id and keyring
+OPTIONS = (
+    "mon_host",
+    "key",
+    "auth_supported",
+    "auth_client_required",
+    "rbd_sparse_read_threshold_bytes",
+)
 # librados options asyncopy always sets itself, whatever the URI or ceph.conf say
 _TIMEOUTS = ("rados_osd_op_timeout", "rados_mon_op_timeout", "client_mount_timeout")
 
@@ -135,8 +160,6 @@ def parse_rbd(text: str) -> RbdSpec:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
             raise UsageError(f"rbd:{path}: option {key!r} needs the form key=value")
-        if key in _TIMEOUTS:
-            raise UsageError(f"rbd:{path}: set {key} with --ceph-timeout")
         if key in ("conf", "id", "keyring"):
             known[key] = value
         else:
