@@ -5,9 +5,14 @@ cinder-volume runs under eventlet, monkey-patched, where trio cannot even be imp
 socket and select modules are replaced). So this package imports neither trio nor anything
 that does: the copy runs in a child process (``python -m asyncopy.cinder.child``). The child
 reads its request, secrets included, as the first line of its stdin (never on its command
-line); later lines change its rate limit while it copies. It answers with JSON lines,
-progress then the result. Waiting on it is cooperative under eventlet (its patched
-``subprocess``), and a crash in a storage library cannot take cinder-volume down with it.
+line); later lines change its rate limit while it copies. It answers with JSON lines on
+stdout, progress then the result or its error: the error line is always the copy's own,
+whatever else the child's libraries print (librados logs to stderr when a ceph.conf says
+``log to stderr``, and may print to stdout, which is skipped). Both pipes are read as they
+fill, stdout by the caller and stderr by a thread that keeps only its last lines (to say
+something of a child that died without answering), so a child is never blocked on a full
+pipe. Waiting on it is cooperative under eventlet (its patched ``subprocess`` and
+``threading``), and a crash in a storage library cannot take cinder-volume down with it.
 Every failure is one ``CopyFailed`` naming the endpoint, the operation and the offset.
 
 A rate limit is shared as Cinder shares ``volume_copy_bps_limit``: the copies running under
@@ -20,11 +25,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import IO, TYPE_CHECKING, Any
 
 from asyncopy.core.progress import Progress
@@ -177,6 +185,9 @@ def child_request(
 
 
 STOP_GRACE = 5.0  # seconds a stopped copy has to clean up before it is killed
+STDERR_LINES = 20  # the child's last stderr lines kept, to say why it died if it did not
+LINE_LIMIT = 4096  # characters read as one stderr line at most
+SHOWN = 200  # characters of a stderr line an error quotes at most
 
 
 def run_child(
@@ -195,14 +206,16 @@ def run_child(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        errors="replace",  # a library's log need not be UTF-8
     )
     assert child.stdin is not None
     control = _Control(child.stdin)
+    stderr = _Tail(child)
     share = rate or RateShare()
     try:
         share.join(control.tell, lambda each: control.send({**request, "rate": each}))
         try:
-            out, errors = _talk(child, progress)
+            answer = _talk(child, progress)
         finally:
             share.leave(control.tell)
     except BaseException:
@@ -210,9 +223,22 @@ def run_child(
         raise
     finally:
         control.close()
-    if child.returncode != 0 or out is None:
-        raise CopyFailed(errors or f"the copy process exited with {child.returncode}")
-    return out
+        stderr.close()
+    if child.returncode != 0 or answer.result is None:
+        raise CopyFailed(answer.error or _died(child.returncode, stderr.last()))
+    return answer.result
+
+
+def _died(returncode: int, last: str | None) -> str:
+    """Why a child that gave no answer failed, as far as can be told."""
+    if returncode < 0:
+        how = f"was killed by signal {-returncode}"
+        with contextlib.suppress(ValueError):
+            how = f"was killed by {signal.Signals(-returncode).name}"
+    else:
+        how = f"exited with {returncode}"
+    said = f" (its last output: {last[:SHOWN]})" if last else ""
+    return f"the copy process {how} without an answer{said}"
 
 
 def _stop(child: subprocess.Popen[str], control: _Control) -> None:
@@ -246,20 +272,62 @@ class _Control:
             self.stream.close()
 
 
-def _talk(
-    child: subprocess.Popen[str], progress: ProgressCallback | None
-) -> tuple[JsonObject | None, str]:
+class _Tail:
+    """The child's stderr, read by a thread as it fills; its last lines kept."""
+
+    def __init__(self, child: subprocess.Popen[str]) -> None:
+        assert child.stderr is not None
+        self.stream = child.stderr
+        self.lines: deque[str] = deque(maxlen=STDERR_LINES)
+        self.thread = threading.Thread(target=self._read, name="asyncopy-stderr", daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in iter(partial(self.stream.readline, LINE_LIMIT), ""):
+                if line.strip():
+                    self.lines.append(line.strip())
+
+    def last(self) -> str | None:
+        return self.lines[-1] if self.lines else None
+
+    def close(self) -> None:
+        """Once the child is gone its stderr ends; the stream is closed when read to its
+        end (a descendant still holding it open leaves it to the thread)."""
+        self.thread.join(timeout=STOP_GRACE)
+        if not self.thread.is_alive():
+            self.stream.close()
+
+
+class _Answer:
+    """What the child said on stdout: its last result, or its error."""
+
+    def __init__(self) -> None:
+        self.result: JsonObject | None = None
+        self.error: str | None = None
+
+
+def _talk(child: subprocess.Popen[str], progress: ProgressCallback | None) -> _Answer:
     assert child.stdout is not None
-    assert child.stderr is not None
-    result: JsonObject | None = None
+    answer = _Answer()
     for line in child.stdout:
-        message = json.loads(line)
+        message = _message(line)
         if "progress" in message and progress is not None:
             progress(Progress.from_summary(message["progress"]))
-        result = message.get("result", result)
-    errors = child.stderr.read().strip().splitlines()
+        answer.result = message.get("result", answer.result)
+        answer.error = message.get("error", answer.error)
+    child.stdout.close()
     child.wait()
-    return result, errors[-1] if errors else ""
+    return answer
+
+
+def _message(line: str) -> JsonObject:
+    """One of the child's JSON lines; anything else on its stdout (a library's) is none."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return {}
+    return message if isinstance(message, dict) else {}
 
 
 def copy_volume(

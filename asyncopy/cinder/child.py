@@ -2,12 +2,16 @@
 
 cinder-volume (eventlet) runs ``python -m asyncopy.cinder.child``: a request as the first line
 of stdin, then ``{"rate": N}`` lines that change the copy's limit (bytes per second, 0 for
-none) as other copies under the same Cinder throttle start and end; JSON lines on stdout.
+none) as other copies under the same Cinder throttle start and end; JSON lines on stdout:
+``{"progress": ...}`` as it goes, then ``{"result": ...}`` or ``{"error": LINE}``. The error
+goes to stdout because stderr belongs to the libraries too (librados writes its log there
+when a ceph.conf says so); it is also written to stderr, for whoever reads that.
 The copy itself is ``asyncopy.cinder.volume.migrate``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -42,7 +46,7 @@ def child_main() -> int:
         verify = request.get("verify")
 
         def report(done: Progress) -> None:
-            print(json.dumps({"progress": done.summary()}), flush=True)
+            _say({"progress": done.summary()})
 
         async def job() -> CopyResult:
             rate = RateLimit(_rate(request.get("rate", 0)))
@@ -60,22 +64,32 @@ def child_main() -> int:
 
         result = run_interruptibly(job)
     except (UsageError, CopyFailed) as exc:
-        print(" ".join([str(exc), *getattr(exc, "__notes__", [])]), file=sys.stderr)
-        return 2 if isinstance(exc, UsageError) else 1
+        message = " ".join([str(exc), *getattr(exc, "__notes__", [])])
+        return _fail(message, 2 if isinstance(exc, UsageError) else 1)
     except (KeyError, ValueError, TypeError) as exc:
-        print(f"bad request: {exc!r}", file=sys.stderr)
-        return 2
+        return _fail(f"bad request: {exc!r}", 2)
     except KeyboardInterrupt:
-        print("interrupted: the copy was cancelled and cleaned up", file=sys.stderr)
-        return 130
+        return _fail("interrupted: the copy was cancelled and cleaned up", 130)
     except HungUp:
-        print("hung up: the copy was cancelled and cleaned up", file=sys.stderr)
-        return 129
+        return _fail("hung up: the copy was cancelled and cleaned up", 129)
     except Terminated:
-        print("terminated: the copy was cancelled and cleaned up", file=sys.stderr)
-        return 143
-    print(json.dumps({"result": result.summary()}), flush=True)
+        return _fail("terminated: the copy was cancelled and cleaned up", 143)
+    _say({"result": result.summary()})
     return 0
+
+
+def _fail(message: str, code: int) -> int:
+    """Answer with the copy's error (on stdout, and on stderr too); ``code``."""
+    _say({"error": message})
+    with contextlib.suppress(OSError, ValueError):
+        print(message, file=sys.stderr, flush=True)
+    return code
+
+
+def _say(message: dict[str, Any]) -> None:
+    """One JSON line on stdout; nothing if the caller is gone."""
+    with contextlib.suppress(OSError, ValueError):
+        print(json.dumps(message), flush=True)
 
 
 def _read_request(fd: int = 0) -> tuple[dict[str, Any], bytes]:
