@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from devtools import devstack
 from tests.cephtools import Cluster
 from tests.conftest import MiB
 from tests.test_cinder import rbd_info as cinder_rbd
-from tests.test_faults import images, one_error, run
+from tests.test_faults import ASYNCOPY, images, one_error, run
 
 BOUND = 60  # seconds: a copy of a few MiB takes one
 
@@ -109,3 +110,106 @@ def test_a_cinder_copy_with_librados_logging_to_stderr_ends_with_its_own_error(
     assert answer["result"]["bytes_total"] == 8 * MiB
     assert ceph.read(dst) == content
     assert answer["error"] == f"rbd:{ceph.pool}/missing-volume: no such image"
+
+
+# -- configuration files that are not files -------------------------------------------------
+
+QUICK = 10  # seconds: every refusal here is made before anything is opened
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    """A FIFO nobody writes to: opening it for reading blocks until a writer comes."""
+    path = tmp_path / "fifo"
+    os.mkfifo(path)
+    return path
+
+
+def test_a_fifo_keyring_is_refused_at_once(ceph: Cluster, tmp_path: Path, fifo: Path) -> None:
+    name = ceph.name()
+    ceph.create(name, MiB, [(0, MiB)])
+    cephx = f"{ceph.uri(name)}:keyring={fifo}:auth_client_required=cephx"  # it reads keyrings
+    done = run("copy", cephx, str(tmp_path / "out.img"), timeout=QUICK)
+    one_error(done, 2, f"keyring {fifo}: not a regular file")
+    assert not (tmp_path / "out.img").exists()
+    dst = ceph.name()
+    (tmp_path / "src.img").write_bytes(b"\1" * MiB)
+    done = run("copy", str(tmp_path / "src.img"), f"{ceph.uri(dst)}:keyring={fifo}", timeout=QUICK)
+    one_error(done, 2, f"keyring {fifo}: not a regular file")
+    assert not ceph.exists(dst)
+
+
+def test_a_fifo_ceph_conf_is_refused_at_once(tmp_path: Path, fifo: Path) -> None:
+    done = run("copy", f"rbd:rbd/img:conf={fifo}", str(tmp_path / "out.img"), timeout=QUICK)
+    one_error(done, 2, f"ceph configuration file {fifo}: not a regular file")
+    assert not (tmp_path / "out.img").exists()
+
+
+@pytest.mark.parametrize("command", ["copy", "verify"])
+def test_a_fifo_config_file_is_refused_at_once(tmp_path: Path, fifo: Path, command: str) -> None:
+    src = tmp_path / "src.img"
+    src.write_bytes(b"\1" * MiB)
+    dst = tmp_path / ("out.img" if command == "copy" else "same.img")
+    if command == "verify":
+        dst.write_bytes(b"\1" * MiB)
+    done = run(command, "--config-file", str(fifo), str(src), str(dst), timeout=QUICK)
+    one_error(done, 2, f"configuration file {fifo}: not a regular file")
+    assert command == "verify" or not dst.exists()
+
+
+def test_a_fifo_connection_info_file_is_refused_at_once(tmp_path: Path, fifo: Path) -> None:
+    done = run("copy", f"brick:{fifo}", str(tmp_path / "out.img"), timeout=QUICK)
+    one_error(done, 2, f"connection info {fifo}: not a regular file")
+    assert not (tmp_path / "out.img").exists()
+
+
+def fifo_keyring_conf(ceph: Cluster, tmp_path: Path, fifo: Path) -> Path:
+    """The cluster's ceph.conf, but for a keyring librados itself opens: the FIFO."""
+    lines = [
+        f"keyring = {fifo}" if line.startswith("keyring =") else line
+        for line in Path(ceph.conf).read_text().splitlines()
+    ]
+    conf = tmp_path / "fifo-keyring.conf"
+    conf.write_text("\n".join([*lines, "auth client required = cephx", ""]))
+    return conf
+
+
+def test_a_connect_that_never_ends_fails_within_the_timeout(
+    ceph: Cluster, tmp_path: Path, fifo: Path
+) -> None:
+    """librados opens the keyring its ceph.conf names, a FIFO: the connect never returns."""
+    name = ceph.name()
+    ceph.create(name, MiB, [(0, MiB)])
+    conf = fifo_keyring_conf(ceph, tmp_path, fifo)
+    began = time.monotonic()
+    uri = f"rbd:{ceph.pool}/{name}:conf={conf}"
+    done = run("copy", "--ceph-timeout", "2", uri, str(tmp_path / "out.img"), timeout=30)
+    one_error(done, 1, f"connect failed on rbd:rbd/{name}", "no answer in 2 s")
+    assert time.monotonic() - began < 2 + 5
+    assert not (tmp_path / "out.img").exists()
+
+
+@pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_connect_that_never_ends_can_be_interrupted(
+    ceph: Cluster, tmp_path: Path, fifo: Path, signal_number: int, code: int
+) -> None:
+    (tmp_path / "src.img").write_bytes(b"\1" * MiB)
+    conf = fifo_keyring_conf(ceph, tmp_path, fifo)
+    dst = ceph.name()
+    copying = subprocess.Popen(
+        [*ASYNCOPY, "copy", str(tmp_path / "src.img"), f"rbd:{ceph.pool}/{dst}:conf={conf}"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2)  # importing, then stuck in librados
+        began = time.monotonic()
+        copying.send_signal(signal_number)
+        _, errors = copying.communicate(timeout=10)
+    finally:
+        copying.kill()  # if the signal was not heeded
+        copying.communicate()
+    assert copying.returncode == code, errors
+    assert time.monotonic() - began < 5
+    assert len(errors.splitlines()) == 1
+    assert not ceph.exists(dst)

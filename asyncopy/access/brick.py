@@ -49,6 +49,7 @@ from typing import Any, Protocol
 
 import trio
 
+from asyncopy.access.conffile import read_regular
 from asyncopy.errors import EndpointError, UsageError
 
 # auth_password, discovery_auth_password, keyring, dhchap_secret, serverPassword, auth_key...;
@@ -129,13 +130,7 @@ def load_connection_info(path: str) -> BrickSpec:
             the message names the file and keys, never values.
     """
     where = f"connection info {path}"
-    try:
-        with open(path, encoding="utf-8") as file:
-            text = file.read()
-    except OSError as exc:
-        raise UsageError(f"{where}: cannot read: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{where}: not UTF-8 text") from exc
+    text = read_regular(path, "connection info")  # a FIFO would block the open for good
     try:
         info = json.loads(text)
     except json.JSONDecodeError as exc:  # its message quotes no input

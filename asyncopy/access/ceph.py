@@ -19,7 +19,10 @@ aio completions on an eventfd). asyncopy always sets the librados timeouts (``--
 turns the librbd cache off (writes reach the OSDs before they complete, so an error names its
 offset, and a verifying re-read comes from the OSDs, not from this client's memory) and has
 librbd send writes from the caller's buffer (zero-copy), which stays untouched until the write
-completes. A request that has not completed after twice the timeout fails the copy.
+completes. A request that has not completed after twice the timeout fails the copy, and a
+connection not made within the timeout fails it too (librados may be reading a file that
+never ends, or waiting on monitors that never answer). The ceph.conf and keyring a URI
+names must be regular files (``asyncopy.access.conffile``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from asyncopy.access.conffile import check_regular
 from asyncopy.errors import EndpointError, RbdError, UsageError, map_errors
 
 if TYPE_CHECKING:  # the binding loads librbd and librados: only copies that use RBD pay
@@ -194,8 +198,13 @@ def settings(spec: RbdSpec, options: CephOptions) -> Settings:
     from asyncopy.access.librbd import Settings
 
     conffile = spec.conf or options.conf
-    if conffile is not None and not os.path.isfile(conffile):
-        raise UsageError(f"{spec}: no ceph configuration file {conffile}")
+    if conffile is not None:
+        if not os.path.lexists(conffile):
+            raise UsageError(f"{spec}: no ceph configuration file {conffile}")
+        check_regular(conffile, f"{spec}: ceph configuration file")
+    for path in (spec.keyring or "").split(","):  # librados takes a list, first found
+        if path and os.path.lexists(path):
+            check_regular(path, f"{spec}: keyring")
     seconds = str(max(1, round(options.timeout)))
     forced = {key: seconds for key in _TIMEOUTS} | {
         "rbd_cache": "false",
@@ -213,9 +222,10 @@ async def connect(spec: RbdSpec, options: CephOptions) -> AsyncIterator[Pool]:
     from asyncopy.access.librbd import pool
 
     name = str(spec)
+    client = settings(spec, options)
     try:
         deadline = 2 * options.timeout
-        async with pool(settings(spec, options), spec.pool, spec.namespace, deadline) as ioctx:
+        async with pool(client, spec.pool, spec.namespace, deadline, options.timeout) as ioctx:
             yield ioctx
     except RbdError as exc:
         if exc.call == "rados_conf_read_file":

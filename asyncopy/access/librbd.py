@@ -77,20 +77,59 @@ class Health:
             scope.cancel()
 
 
+@dataclass(eq=False)
+class _Attempt:
+    """One caller's wait for a connection; ``given_up`` once it stopped waiting."""
+
+    settings: Settings
+    given_up: bool = False
+    acquired: bool = False
+
+
 class _Connections:
-    """The process's open connections, counted; connecting holds the lock (it is brief)."""
+    """The process's open connections, counted. Connecting happens outside the lock (it
+    may never end: librados reading a FIFO, monitors that never answer), so a caller that
+    gives up leaves nothing locked, and a connection made after it gave up is shut down."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.open: dict[Settings, list[Any]] = {}  # settings -> [rados_t, users, Health]
 
-    def acquire(self, settings: Settings) -> tuple[CData, Health]:
+    def acquire(self, attempt: _Attempt) -> tuple[CData, Health]:
         with self.lock:
-            entry = self.open.get(settings)
-            if entry is None:
-                entry = self.open[settings] = [_connect(settings), 0, Health()]
-            entry[1] += 1
+            entry = self._join(attempt)
+        if entry is not None:
             return entry[0], entry[2]
+        cluster = _connect(attempt.settings)
+        with self.lock:
+            if not attempt.given_up:
+                entry = self._join(attempt) or self._add(attempt, cluster)
+        if entry is None or entry[0] is not cluster:  # given up, or another connected first
+            lib.rados_shutdown(cluster)
+        if entry is None:
+            raise RbdError("rados_connect", errno.ETIMEDOUT, "(given up)")
+        return entry[0], entry[2]
+
+    def _join(self, attempt: _Attempt) -> list[Any] | None:
+        entry = self.open.get(attempt.settings)
+        if entry is not None:
+            entry[1] += 1
+            attempt.acquired = True
+        return entry
+
+    def _add(self, attempt: _Attempt, cluster: CData) -> list[Any]:
+        entry = self.open[attempt.settings] = [cluster, 1, Health()]
+        attempt.acquired = True
+        return entry
+
+    def give_up(self, attempt: _Attempt) -> bool:
+        """Stop waiting for ``attempt``; whether it had acquired a connection meanwhile
+        (which must then be released)."""
+        with self.lock:
+            attempt.given_up = True
+            if not attempt.acquired:
+                _ABANDONED.append(attempt)  # its thread may be in librados for good
+            return attempt.acquired
 
     def release(self, settings: Settings) -> None:
         with self.lock:
@@ -158,12 +197,39 @@ def open_connections() -> int:
         return len(_CONNECTIONS.open)
 
 
+async def _acquire(settings: Settings, deadline: float) -> tuple[CData, Health]:
+    """The shared connection for ``settings``, or ETIMEDOUT after ``deadline`` seconds;
+    cancellable meanwhile (the connecting thread is then left to finish alone)."""
+    attempt = _Attempt(settings)
+    try:
+        with trio.move_on_after(deadline):
+            return await trio.to_thread.run_sync(
+                _CONNECTIONS.acquire, attempt, abandon_on_cancel=True
+            )
+    except trio.Cancelled:
+        await _give_up(attempt)
+        raise
+    await _give_up(attempt)
+    raise RbdError("rados_connect", errno.ETIMEDOUT, f"(no answer in {deadline:g} s)")
+
+
+async def _give_up(attempt: _Attempt) -> None:
+    if _CONNECTIONS.give_up(attempt):  # connected just as the wait ended
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(_CONNECTIONS.release, attempt.settings)
+
+
 @asynccontextmanager
 async def pool(
-    settings: Settings, name: str, namespace: str = "", deadline: float = 60.0
+    settings: Settings,
+    name: str,
+    namespace: str = "",
+    deadline: float = 60.0,
+    connect_deadline: float | None = None,
 ) -> AsyncIterator[Pool]:
-    """An I/O context on a pool (and namespace), over the shared connection."""
-    cluster, health = await trio.to_thread.run_sync(_CONNECTIONS.acquire, settings)
+    """An I/O context on a pool (and namespace), over the shared connection, made within
+    ``connect_deadline`` seconds (``deadline`` if None)."""
+    cluster, health = await _acquire(settings, connect_deadline or deadline)
     ioctx: Pool | None = None
     try:
         handle = ffi.new("rados_ioctx_t *")

@@ -15,6 +15,7 @@ anything is opened.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from oslo_config import cfg, types
 
 from asyncopy import settings
+from asyncopy.access.conffile import check_regular
 from asyncopy.core.engine import CopyOptions
 from asyncopy.core.sizes import parse_size
 from asyncopy.errors import UsageError
@@ -149,10 +151,12 @@ def load(files: Sequence[str], defaults: Mapping[str, Any] | None = None) -> cfg
     replace options' defaults (Cinder's migrations verify unless a file says otherwise).
 
     Raises:
-        UsageError: a file is missing, unreadable or unparsable, or holds a bad value; the
-            message names the file.
+        UsageError: a file is missing, not a regular file (a FIFO would block the read for
+            good), unreadable or unparsable, or holds a bad value; the message names the file.
     """
     for path in files:  # each file alone, so that an error names its file
+        if os.path.lexists(path):  # a missing one is oslo.config's "not found"
+            check_regular(path, "configuration file")
         try:
             group(_read([path], defaults))
         except UsageError as exc:
