@@ -111,7 +111,7 @@ async def copy_uri(
             reserved = held.enter_context(_reserved(journal))
         async with open_source(src, src_options) as source:
             refuse_same(source, [], files)
-            check_source(source, options)
+            check_source(source, options, manifest=manifest is not None)
             async with open_sink(
                 dst,
                 size=source.size,

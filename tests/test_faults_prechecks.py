@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from asyncopy.core.limits import MAX_CHUNK_SIZE, MAX_CHUNKS
+from asyncopy.core.limits import MAX_CHUNK_SIZE, MAX_MANIFEST_CHUNKS
 from tests.cephtools import Cluster
 from tests.conftest import MakeLoop, MiB, write_pattern
 from tests.test_faults import ASYNCOPY, one_error, run
@@ -69,19 +69,17 @@ def test_a_zero_byte_copy_with_a_journal_resumes(tmp_path: Path) -> None:
     assert dst.stat().st_size == 0
 
 
-def test_a_source_of_more_chunks_than_a_journal_or_manifest_holds_is_refused(
-    tmp_path: Path,
-) -> None:
+def test_a_source_of_more_chunks_than_a_manifest_holds_is_refused(tmp_path: Path) -> None:
     src, dst = tmp_path / "huge.img", tmp_path / "dst.img"
     with open(src, "wb") as out:
-        out.truncate(MAX_CHUNKS * 4096 + 4096)
-    journal = tmp_path / "journal"
+        out.truncate(MAX_MANIFEST_CHUNKS * 4096 + 4096)
+    manifest = tmp_path / "manifest"
     done = run(
-        "copy", "--chunk-size", "4K", "--journal", str(journal), str(src), str(dst), timeout=20
+        "copy", "--chunk-size", "4K", "--manifest", str(manifest), str(src), str(dst), timeout=20
     )
-    one_error(done, 2, str(src), f"more than {MAX_CHUNKS} chunks")
+    one_error(done, 2, str(src), f"more than a manifest's {MAX_MANIFEST_CHUNKS} chunks")
     assert not dst.exists()
-    assert not journal.exists()
+    assert not manifest.exists()
 
 
 def test_a_chunk_size_off_the_source_block_grid_makes_no_destination_nor_journal(
@@ -148,7 +146,7 @@ def journal_header(size: int, chunk_size: int) -> str:
     ("size", "chunk_size", "message"),
     [
         (1 << 62, 4 * MiB, f"size {1 << 62} is not between 0 and"),
-        (1 << 60, 1, f"more than {MAX_CHUNKS} chunks"),
+        (1 << 60, 1, f"kept for a source of {1 << 60} bytes"),
     ],
 )
 def test_a_journal_header_past_the_limits_is_one_line_fast_and_small(

@@ -12,7 +12,11 @@ Design:
   than a hop to a thread and back), then writes the data runs from the same buffer. Chunks
   are disjoint, so the writes in flight never overlap, though they complete in any order.
 - Zeros are skipped on a sink known to read zeros, and zeroed otherwise: ``write_zeroes``
-  first, zero buffers when the sink cannot. A hole is never trusted on any other sink.
+  first (at most ``ZERO_STEP`` bytes a call), zero buffers when the sink cannot. A hole is
+  never trusted on any other sink.
+- Time and memory follow the data, not the volume's size: the planner steps over a hole of
+  any length at once, and what is kept per chunk (digests, chunks to skip) is kept as runs of
+  chunks and pages of digests (``plan.ChunkSet``, ``verify.DigestTable``).
 - A rate limit (``asyncopy.core.rate``) is spent by every read: a worker that has read a chunk
   waits for its share of the limit before writing it.
 - Only the last write can end off the sink's block grid (a source whose size is not a
@@ -43,15 +47,21 @@ import trio
 
 from asyncopy.core.endpoint import Sink, Volume, Watched
 from asyncopy.core.journal import Journal, Record
-from asyncopy.core.limits import buffer_size, check_counts, check_memory, grid_fault
+from asyncopy.core.limits import (
+    buffer_size,
+    check_counts,
+    check_memory,
+    grid_fault,
+    manifest_fault,
+)
 from asyncopy.core.pipeline import aligned_buffer, alongside, fan_out, plan_volume, read_chunk
 from asyncopy.core.plan import (
+    ChunkSet,
     DataChunk,
     Segment,
     Work,
     ZeroRun,
     fill_zero,
-    merge_indices,
     zero_segments,
 )
 from asyncopy.core.progress import Meter, Progress
@@ -65,6 +75,7 @@ DEFAULT_DEPTH = 8  # as qemu-img convert; 16 was no faster in benchmarks/ and he
 DEFAULT_MAX_INFLIGHT = 64 * MiB
 DEFAULT_SPARSE_SIZE = 4096  # as qemu-img convert -S
 UNHASHED = bytes(DIGEST_SIZE)  # what a chunk's digest is when no hashing was asked for
+ZERO_STEP = 1 << 30  # bytes zeroed per sink call: a zero run of any length stays interruptible
 COMMIT_INTERVAL = 1.0  # seconds at most between two journal commits (a sink flush each)
 COMMIT_GAP = 0.25  # seconds at least between two commits
 
@@ -171,10 +182,11 @@ async def copy(
     return await copying.run()
 
 
-def check_source(source: Volume, options: CopyOptions) -> None:
-    """Refuse, before the destination is opened, a source past the limits of a copy's tables
-    (and of its journal and manifest), or off the options' grid."""
-    fault = grid_fault(source.size, options.chunk_size)
+def check_source(source: Volume, options: CopyOptions, *, manifest: bool = False) -> None:
+    """Refuse, before the destination is opened, a source past the limits of a copy (and of
+    its manifest, when one is asked for), or off the options' grid."""
+    faulty = manifest_fault if manifest else grid_fault
+    fault = faulty(source.size, options.chunk_size)
     if fault is not None:
         raise UsageError(f"source {source.name}: {fault}")
     _check_grid(options, source.block_size, source.name)
@@ -220,8 +232,7 @@ class _Copy:
         self.hashing = options.digests or options.verify
         self.journal: Journal | None = None
         self.commit_due = trio.Event()
-        self.skip = bytearray(self.digests.count)  # chunks done already, or unchanged
-        self.skipping = False
+        self.skip: ChunkSet | None = None  # chunks done already, or unchanged
         self.resumed = 0  # bytes found done or unchanged
         self.read = self.written = self.zeroed = self.skipped = 0
         self.last_report = 0.0
@@ -245,12 +256,14 @@ class _Copy:
         if unchanged is not None:
             self._skip(unchanged)
 
-    def _skip(self, mask: bytearray) -> None:
-        for index, flag in enumerate(mask):
-            if flag and not self.skip[index]:
-                self.skip[index] = 1
-                self.resumed += self.digests.chunk_length(index)
-        self.skipping = any(self.skip)
+    def _skip(self, mask: ChunkSet | bytearray) -> None:
+        chunks = mask if isinstance(mask, ChunkSet) else ChunkSet.from_mask(mask)
+        if self.skip is None:
+            self.skip = ChunkSet(self.digests.count)
+        for first, end in chunks.runs():
+            for lo, hi in self.skip.gaps(first, end):
+                self.resumed += self._length(lo, hi)
+            self.skip.add(first, end)
 
     async def run(self) -> CopyResult:
         started = time.monotonic()
@@ -261,7 +274,8 @@ class _Copy:
             await copying()
         else:
             await alongside(copying, self._committing)
-        if any(not self.skip[i] for i in self.digests.missing()):
+        skip = self.skip
+        if any(skip is None or not skip.covers(*run) for run in self.digests.missing()):
             raise EndpointError(self.source.name, "copy", "not every chunk was copied")
         if isinstance(self.source, Watched):  # every read is done: were they of one moment?
             await self.source.confirm_unchanged()
@@ -291,7 +305,7 @@ class _Copy:
         use_map = self.options.sparse_size > 0
 
         async def forward(work: Work) -> None:
-            for piece in self._left_to_do(work) if self.skipping else (work,):
+            for piece in self._left_to_do(work) if self.skip else (work,):
                 await send.send(piece)
 
         await plan_volume(
@@ -300,22 +314,21 @@ class _Copy:
 
     def _left_to_do(self, work: Work) -> Iterator[Work]:
         """``work`` without its chunks that are skipped (a zero run may split in several)."""
+        assert self.skip is not None
         size = self.options.chunk_size
+        first = work.offset // size
         if isinstance(work, DataChunk):
-            if not self.skip[work.offset // size]:
+            if first not in self.skip:
                 yield work
             return
-        start: int | None = None
         end = work.offset + work.length
-        for offset in range(work.offset, end, size):
-            if self.skip[offset // size]:
-                if start is not None:
-                    yield ZeroRun(start, offset - start)
-                start = None
-            elif start is None:
-                start = offset
-        if start is not None:
-            yield ZeroRun(start, end - start)
+        for lo, hi in self.skip.gaps(first, -(-end // size)):
+            yield ZeroRun(lo * size, min(hi * size, end) - lo * size)
+
+    def _length(self, first: int, end: int) -> int:
+        """The bytes in chunks [first, end)."""
+        size = self.options.chunk_size
+        return min(end * size, self.source.size) - first * size
 
     async def _committing(self) -> None:
         """Once a worker's worth of chunks is done (or ``COMMIT_INTERVAL`` passed), and
@@ -393,11 +406,15 @@ class _Copy:
             self.skipped += length
             return
         body = self._aligned_length(offset, length)
-        if body and not await self.sink.write_zeroes(offset, body):
-            await self._write_zero_buffers(offset, body)
+        for start in range(offset, offset + body, ZERO_STEP):
+            piece = min(ZERO_STEP, offset + body - start)
+            if not await self.sink.write_zeroes(start, piece):
+                await self._write_zero_buffers(start, piece)
+            self.zeroed += piece
+            self._report()
         if body < length:
             await self._patch_tail(offset + body, None, length - body)
-        self.zeroed += length
+            self.zeroed += length - body
 
     async def _write_zero_buffers(self, offset: int, length: int) -> None:
         zeros = _zero_buffer(self.buffer_size)
@@ -455,7 +472,10 @@ class _Copy:
         unchanged): a journal or a base snapshot says what to skip, never what the source
         holds, so verification compares the destination with digests of the source alone."""
         size, table = self.options.chunk_size, self.digests
-        skipped = merge_indices(table.missing(), size, table.size)
+        skipped = [
+            (first * size, min(end * size, table.size) - first * size)
+            for first, end in table.missing()
+        ]
         read = await digest_volume(
             self.source,
             self.source.size,
@@ -464,8 +484,7 @@ class _Copy:
             self.rate,
             ranges=skipped,
         )
-        for index in list(table.missing()):
-            table.set(index, read.get(index))
+        table.take(read)
 
 
 def _analyse(view: memoryview, sparse_size: int, hashing: bool) -> tuple[bytes, list[Segment]]:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from asyncopy.core.endpoint import Endpoint, Tagged, Versioned, Volume, endpoint_of
 from asyncopy.core.limits import grid_fault
-from asyncopy.core.plan import merge_indices
+from asyncopy.core.plan import ChunkSet
 from asyncopy.core.rate import RateLimit
 from asyncopy.core.verify import ALGORITHM, DIGEST_SIZE, digest_volume, zero_digest
 from asyncopy.errors import CopyFailed, UsageError
@@ -102,7 +102,7 @@ class Journal:
     path: Path
     header: Header
     fd: int
-    done: bytearray  # one byte per chunk: 1 when the journal shows it done
+    done: ChunkSet  # the chunks the journal shows done
     records: list[Record] = field(default_factory=list)  # what it shows, in order
     pending: list[Record] = field(default_factory=list)
 
@@ -125,7 +125,7 @@ class Journal:
         except OSError as exc:
             raise CopyFailed(f"journal {self.path}: cannot write: {exc.strerror}") from exc
         for record in records:
-            self.done[record.first : record.first + record.count] = b"\x01" * record.count
+            self.done.add(record.first, record.first + record.count)
 
     def close(self) -> None:
         os.close(self.fd)
@@ -189,7 +189,7 @@ async def check_destination(
             )
     differing = await differing_chunks(journal, sink, workers, rate)
     for index in differing:
-        journal.done[index] = 0
+        journal.done.discard(index)
     return differing
 
 
@@ -199,27 +199,35 @@ async def differing_chunks(
     """The chunks the journal shows done whose bytes on ``volume`` differ from its record
     (the last record of a chunk counts)."""
     size, chunk_size = journal.header.size, journal.header.chunk_size
-    claims = _last_claims(journal.records, len(journal.done))
-    ranges = merge_indices((i for i, _ in claims), chunk_size, size)
+    claims, shown = _last_claims(journal.records, journal.done.count)
+    ranges = [
+        (first * chunk_size, min(end * chunk_size, size) - first * chunk_size)
+        for first, end in shown.runs()
+    ]
     table = await digest_volume(volume, size, chunk_size, workers, rate, ranges=ranges)
-    differing = []
-    for index, digest in claims:
-        expected = zero_digest(table.chunk_length(index)) if digest is None else digest
-        if table.get(index) != expected:
-            differing.append(index)
-    return differing
+    differing: list[int] = []
+    for first, end, digest in claims:
+        if digest is None:  # zeros: only the chunks not read as zeros can differ
+            runs = table.not_zero(first, end)
+            indices = (index for lo, hi in runs for index in range(lo, hi))
+            differing += (i for i in indices if table.get(i) != zero_digest(table.chunk_length(i)))
+        elif table.get(first) != digest:
+            differing.append(first)
+    return sorted(differing)
 
 
-def _last_claims(records: list[Record], count: int) -> list[tuple[int, bytes | None]]:
-    """Each chunk the records show done, with its last record's digest, in chunk order."""
-    claims: list[tuple[int, bytes | None]] = []
-    seen = bytearray(count)
+def _last_claims(
+    records: list[Record], count: int
+) -> tuple[list[tuple[int, int, bytes | None]], ChunkSet]:
+    """What the records show of each chunk, the last record of a chunk counting, as runs
+    (first, end, digest: None for zeros); and every chunk they show."""
+    claims: list[tuple[int, int, bytes | None]] = []
+    seen = ChunkSet(count)
     for record in reversed(records):
-        for index in range(record.first, record.first + record.count):
-            if not seen[index]:
-                seen[index] = 1
-                claims.append((index, record.digest))
-    return sorted(claims, key=lambda claim: claim[0])
+        end = record.first + record.count
+        claims += ((lo, hi, record.digest) for lo, hi in seen.gaps(record.first, end))
+        seen.add(record.first, end)
+    return claims, seen
 
 
 def reserve(path: Path) -> int:
@@ -248,7 +256,7 @@ def create(path: Path, header: Header, fd: int) -> Journal:
         os.close(fd)
         raise UsageError(f"journal {path}: cannot write: {exc.strerror}") from exc
     count = -(-header.size // header.chunk_size)
-    return Journal(path, header, fd, bytearray(count))
+    return Journal(path, header, fd, ChunkSet(count))
 
 
 def open_existing(path: Path, *, writable: bool = True) -> Journal:
@@ -273,9 +281,9 @@ def open_existing(path: Path, *, writable: bool = True) -> Journal:
         os.close(fd)
         raise
     count = -(-header.size // header.chunk_size)
-    journal = Journal(path, header, fd, bytearray(count), records)
+    journal = Journal(path, header, fd, ChunkSet(count), records)
     for record in records:
-        journal.done[record.first : record.first + record.count] = b"\x01" * record.count
+        journal.done.add(record.first, record.first + record.count)
     return journal
 
 

@@ -7,9 +7,10 @@ manifest or journal header past them is refused before any table is made from it
 
 - ``MAX_SIZE``: a volume's bytes (1 EiB, far past any volume).
 - ``MAX_CHUNK_SIZE``: one chunk, one buffer per worker.
-- ``MAX_CHUNKS``: a volume's chunks. A copy keeps a digest, a done flag and a skip flag per
-  chunk (18 bytes): 1 << 26 chunks is 1.1 GiB of tables, a 256 TiB volume at the default
-  4 MiB chunk; a larger volume takes a larger chunk.
+- ``MAX_MANIFEST_CHUNKS``: a manifest's chunks. A manifest lists one digest per chunk (a
+  copy's own tables follow its data, not its size): 1 << 26 chunks is a 2.3 GB manifest, a
+  256 TiB volume at the default 4 MiB chunk; a larger volume's manifest takes a larger
+  chunk.
 - ``MAX_DEPTH``: past a few dozen chunks in flight nothing gets faster; each holds a buffer.
 - ``memory_limit()``: the buffers in flight, at most half the machine's physical memory.
 
@@ -25,7 +26,7 @@ from asyncopy.errors import UsageError
 
 MAX_SIZE = 1 << 60
 MAX_CHUNK_SIZE = 1 << 30
-MAX_CHUNKS = 1 << 26
+MAX_MANIFEST_CHUNKS = 1 << 26
 MAX_DEPTH = 1024
 
 
@@ -40,9 +41,15 @@ def grid_fault(size: int, chunk_size: int) -> str | None:
         return f"size {size} is not between 0 and {MAX_SIZE}"
     if not 0 < chunk_size <= MAX_CHUNK_SIZE:
         return f"chunk size {chunk_size} is not between 1 and {MAX_CHUNK_SIZE}"
-    if -(-size // chunk_size) > MAX_CHUNKS:
-        return f"{size} bytes in chunks of {chunk_size} are more than {MAX_CHUNKS} chunks"
     return None
+
+
+def manifest_fault(size: int, chunk_size: int) -> str | None:
+    """``grid_fault``, and too many chunks for a manifest to list; None if neither."""
+    if -(-size // chunk_size) > MAX_MANIFEST_CHUNKS:
+        chunks = f"{size} bytes in chunks of {chunk_size}"
+        return f"{chunks} are more than a manifest's {MAX_MANIFEST_CHUNKS} chunks"
+    return grid_fault(size, chunk_size)
 
 
 def check_counts(chunk_size: int, depth: int) -> None:

@@ -16,12 +16,19 @@ from typing import TypeVar
 import trio
 
 from asyncopy.core.endpoint import Volume, all_data
-from asyncopy.core.plan import DataChunk, Work, data_ranges, fill_zero, plan_window
+from asyncopy.core.plan import (
+    DataChunk,
+    Work,
+    ZeroRun,
+    data_ranges,
+    fill_zero,
+    plan_window,
+)
 from asyncopy.errors import CopyFailed, EndpointError
 
 T = TypeVar("T")
 
-# Chunks planned per call to ``extents``: bounds the size of one allocation-map query.
+# Chunks planned per call to ``extents`` where there is data: bounds one allocation-map query.
 WINDOW_CHUNKS = 256
 
 
@@ -111,15 +118,55 @@ async def plan_volume(
     begin: int = 0,
 ) -> None:
     """Send the work for [begin, length) of ``volume`` (``begin`` on the chunk grid), asking
-    its allocation map window by window."""
-    window = chunk_size * WINDOW_CHUNKS
-    for start in range(begin, length, window):
-        end = min(start + window, length)
+    its allocation map window by window.
+
+    A window of ``WINDOW_CHUNKS`` chunks with no data makes the next one twice as long, so a
+    hole of any size costs a few queries (log2 of its length in windows), and the window that
+    finds data is cut one window past it: the work planned from one query stays bounded.
+    Consecutive zero runs are sent as one.
+    """
+    base = chunk_size * WINDOW_CHUNKS
+    start, span = begin, base
+    zeros = _ZeroMerger(send)
+    while start < length:
+        end = min(start + span, length)
         extents = (
             await volume.extents(start, end - start) if use_map else all_data(start, end - start)
         )
-        for work in plan_window(data_ranges(extents, start, end, grid), start, end, chunk_size):
-            await send(work)
+        ranges = data_ranges(extents, start, end, grid)
+        if ranges and span > base:
+            end = min(end, ranges[0][0] // chunk_size * chunk_size + base)
+            ranges = [(lo, min(hi, end)) for lo, hi in ranges if lo < end]
+        for work in plan_window(ranges, start, end, chunk_size):
+            await zeros.send(work)
+        span = base if ranges else span * 2
+        start = end
+    await zeros.flush()
+
+
+class _ZeroMerger:
+    """Passes work on, holding a zero run back until the work after it shows it ends."""
+
+    def __init__(self, send: Callable[[Work], Awaitable[None]]) -> None:
+        self._send = send
+        self._held: ZeroRun | None = None
+
+    async def send(self, work: Work) -> None:
+        held = self._held
+        if isinstance(work, ZeroRun):
+            if held is not None and held.offset + held.length == work.offset:
+                self._held = ZeroRun(held.offset, held.length + work.length)
+                return
+            await self.flush()
+            self._held = work
+            return
+        await self.flush()
+        await self._send(work)
+
+    async def flush(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            await self._send(held)
 
 
 async def read_chunk(volume: Volume, chunk: DataChunk, view: memoryview) -> int:

@@ -9,10 +9,15 @@ Design rules:
   and a byte of data is never treated as a hole.
 - A chunk with no data at all becomes part of a ``ZeroRun`` (nothing read); any other chunk
   is a ``DataChunk`` listing the ranges to read; the rest of it is known to be zeros.
+- Nothing here costs time or memory per chunk of a hole: plans walk data ranges, and sets of
+  chunks (``ChunkSet``) are runs of indices, so a petabyte hole is one step and one run.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import operator
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -79,27 +84,30 @@ def _append(ranges: list[Range], lo: int, hi: int, grid: int, limit: int) -> Non
 
 
 def plan_window(ranges: list[Range], start: int, end: int, chunk_size: int) -> Iterator[Work]:
-    """Cut [start, end) (start on the grid) into zero runs and data chunks."""
+    """Cut [start, end) (start on the grid) into zero runs and data chunks.
+
+    Walks the data ranges, not the chunks: a zero run of any length costs one step.
+    """
+    cursor = start  # where the next zero run or chunk begins
     index = 0
-    zero_start: int | None = None
-    for c_start in range(start, end, chunk_size):
-        c_end = min(c_start + chunk_size, end)
-        while index < len(ranges) and ranges[index][1] <= c_start:
+    while index < len(ranges) and cursor < end:
+        if ranges[index][1] <= cursor:
             index += 1
-        pieces = []
-        scan = index
-        while scan < len(ranges) and ranges[scan][0] < c_end:
-            pieces.append((max(ranges[scan][0], c_start), min(ranges[scan][1], c_end)))
-            scan += 1
-        if not pieces:
-            zero_start = c_start if zero_start is None else zero_start
             continue
-        if zero_start is not None:
-            yield ZeroRun(zero_start, c_start - zero_start)
-            zero_start = None
+        c_start = max(ranges[index][0], cursor) // chunk_size * chunk_size
+        c_end = min(c_start + chunk_size, end)
+        if c_start > cursor:
+            yield ZeroRun(cursor, c_start - cursor)
+        pieces = []
+        while index < len(ranges) and ranges[index][0] < c_end:
+            pieces.append((max(ranges[index][0], c_start), min(ranges[index][1], c_end)))
+            if ranges[index][1] > c_end:  # goes on into the next chunk
+                break
+            index += 1
         yield DataChunk(c_start, c_end - c_start, tuple(pieces))
-    if zero_start is not None:
-        yield ZeroRun(zero_start, end - zero_start)
+        cursor = c_end
+    if cursor < end:
+        yield ZeroRun(cursor, end - cursor)
 
 
 def zero_segments(view: memoryview, sparse_size: int) -> list[Segment]:
@@ -193,3 +201,107 @@ def merge_indices(indices: Iterable[int], chunk_size: int, size: int) -> list[tu
         else:
             ranges.append((start, end - start))
     return ranges
+
+
+class ChunkSet:
+    """A set of chunk indices in [0, count), kept as sorted, disjoint, merged runs
+    [first, end): its size follows how many runs it holds, not ``count``."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self._covered = 0
+
+    @classmethod
+    def from_mask(cls, mask: bytes | bytearray) -> ChunkSet:
+        """The indices whose byte in ``mask`` (one per chunk) is not zero."""
+        chunks = cls(len(mask))
+        for run in _NONZERO_RUN.finditer(mask):
+            chunks.add(run.start(), run.end())
+        return chunks
+
+    def add(self, first: int, end: int) -> None:
+        """Add chunks [first, end), merging with the runs it touches."""
+        end = min(end, self.count)
+        if end <= first:
+            return
+        lo = bisect.bisect_left(self._ends, first)
+        hi = bisect.bisect_right(self._starts, end)
+        if lo < hi:
+            first, end = min(first, self._starts[lo]), max(end, self._ends[hi - 1])
+            self._covered -= sum(map(operator.sub, self._ends[lo:hi], self._starts[lo:hi]))
+        self._starts[lo:hi] = [first]
+        self._ends[lo:hi] = [end]
+        self._covered += end - first
+
+    def discard(self, index: int) -> None:
+        """Take chunk ``index`` out of the set (nothing if it is not in it)."""
+        at = bisect.bisect_right(self._starts, index) - 1
+        if at < 0 or index >= self._ends[at]:
+            return
+        pieces = [(lo, hi) for lo, hi in ((self._starts[at], index), (index + 1, self._ends[at]))]
+        kept = [(lo, hi) for lo, hi in pieces if lo < hi]
+        self._starts[at : at + 1] = [lo for lo, _ in kept]
+        self._ends[at : at + 1] = [hi for _, hi in kept]
+        self._covered -= 1
+
+    def __contains__(self, index: object) -> bool:
+        if not isinstance(index, int):
+            return False
+        at = bisect.bisect_right(self._starts, index) - 1
+        return at >= 0 and index < self._ends[at]
+
+    def covers(self, first: int, end: int) -> bool:
+        """Whether every chunk of [first, end) is in the set."""
+        at = bisect.bisect_right(self._starts, first) - 1
+        return at >= 0 and end <= self._ends[at]
+
+    def runs(self) -> Iterator[Range]:
+        return zip(self._starts, self._ends, strict=True)
+
+    def gaps(self, first: int, end: int) -> Iterator[Range]:
+        """The runs of [first, end) not in the set."""
+        cursor = first
+        at = max(bisect.bisect_right(self._starts, first) - 1, 0)
+        while cursor < end and at < len(self._starts):
+            if self._starts[at] > cursor:
+                yield cursor, min(self._starts[at], end)
+            cursor = max(cursor, self._ends[at])
+            at += 1
+        if cursor < end:
+            yield cursor, end
+
+    def intersection(self, other: ChunkSet) -> ChunkSet:
+        both = ChunkSet(min(self.count, other.count))
+        mine, theirs = list(self.runs()), list(other.runs())
+        i = j = 0
+        while i < len(mine) and j < len(theirs):
+            first, end = max(mine[i][0], theirs[j][0]), min(mine[i][1], theirs[j][1])
+            if first < end:
+                both.add(first, end)
+            if mine[i][1] < theirs[j][1]:
+                i += 1
+            else:
+                j += 1
+        return both
+
+    @property
+    def covered(self) -> int:
+        """How many chunks are in the set."""
+        return self._covered
+
+    def __bool__(self) -> bool:
+        return self._covered > 0
+
+    def __iter__(self) -> Iterator[int]:
+        """One flag per chunk of [0, count): 1 in the set, 0 not (a mask, walked lazily)."""
+        cursor = 0
+        for first, end in self.runs():
+            yield from itertools.repeat(0, first - cursor)
+            yield from itertools.repeat(1, end - first)
+            cursor = end
+        yield from itertools.repeat(0, self.count - cursor)
+
+
+_NONZERO_RUN = re.compile(rb"[^\x00]+")

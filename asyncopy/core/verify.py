@@ -17,6 +17,7 @@ it still verifies, but cannot prove which volume it is of (``--since-manifest``)
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import secrets
@@ -36,7 +37,7 @@ from asyncopy.core.limits import (
     MAX_SIZE,
     buffer_size,
     check_memory,
-    grid_fault,
+    manifest_fault,
 )
 from asyncopy.core.pipeline import (
     aligned_buffer,
@@ -45,7 +46,15 @@ from asyncopy.core.pipeline import (
     read_chunk,
     run_all,
 )
-from asyncopy.core.plan import DataChunk, Work, ZeroRun, fill_zero, merge_indices, zero_bytes
+from asyncopy.core.plan import (
+    ChunkSet,
+    DataChunk,
+    Work,
+    ZeroRun,
+    fill_zero,
+    merge_indices,
+    zero_bytes,
+)
 from asyncopy.core.rate import RateLimit
 from asyncopy.errors import CopyFailed, UsageError
 
@@ -67,47 +76,105 @@ def zero_digest(length: int) -> bytes:
     return chunk_digest(zero_bytes(length)[:length])
 
 
+PAGE_CHUNKS = 64  # digests kept together: an isolated chunk of data costs one page
+
+
 class DigestTable:
-    """One digest per chunk of [0, size); every chunk must be set before it is compared."""
+    """One digest per chunk of [0, size); every chunk must be set before it is compared.
+
+    Its size follows the data, not the volume: digests set one by one live in pages of
+    ``PAGE_CHUNKS`` chunks, made when one of their chunks is set; zero runs are kept as runs
+    of chunk indices (``ChunkSet``), their digest computed when asked. A table of a petabyte
+    hole is one run; walking it (``missing``, ``differing``) steps over runs, not chunks.
+    """
 
     def __init__(self, size: int, chunk_size: int) -> None:
         self.size = size
         self.chunk_size = chunk_size
         self.count = -(-size // chunk_size)
-        self._digests = bytearray(self.count * DIGEST_SIZE)
-        self._set = bytearray(self.count)
+        self._pages: dict[int, bytearray] = {}  # digests, then one flag byte per chunk
+        self._zeros = ChunkSet(self.count)
 
     def chunk_length(self, index: int) -> int:
         return min(self.chunk_size, self.size - index * self.chunk_size)
 
     def set(self, index: int, digest: bytes) -> None:
-        self._digests[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE] = digest
-        self._set[index] = 1
+        if not 0 <= index < self.count:
+            raise IndexError(f"chunk {index} is outside the table")
+        page, slot = divmod(index, PAGE_CHUNKS)
+        held = self._pages.get(page)
+        if held is None:
+            held = self._pages[page] = bytearray(PAGE_CHUNKS * (DIGEST_SIZE + 1))
+        held[slot * DIGEST_SIZE : (slot + 1) * DIGEST_SIZE] = digest
+        held[PAGE_CHUNKS * DIGEST_SIZE + slot] = 1
 
     def set_zero(self, offset: int, length: int) -> None:
         """Record zero digests for the chunks of [offset, offset+length) (offset on the grid)."""
-        last = min(-(-(offset + length) // self.chunk_size), self.count)
-        for index in range(offset // self.chunk_size, last):
-            self.set(index, zero_digest(self.chunk_length(index)))
+        self._zeros.add(offset // self.chunk_size, -(-(offset + length) // self.chunk_size))
 
     def get(self, index: int) -> bytes:
-        if not self._set[index]:
-            raise ValueError(f"digest of chunk {index} was never set")
-        return bytes(self._digests[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE])
+        page, slot = divmod(index, PAGE_CHUNKS)
+        held = self._pages.get(page)
+        if held is not None and held[PAGE_CHUNKS * DIGEST_SIZE + slot]:
+            return bytes(held[slot * DIGEST_SIZE : (slot + 1) * DIGEST_SIZE])
+        if index in self._zeros:
+            return zero_digest(self.chunk_length(index))
+        raise ValueError(f"digest of chunk {index} was never set")
 
     def complete(self) -> bool:
-        return self._set.count(0) == 0
+        return next(self.missing(), None) is None
 
-    def missing(self) -> Iterator[int]:
-        """The chunks whose digest was never set."""
-        return (index for index, flag in enumerate(self._set) if not flag)
+    def missing(self) -> Iterator[tuple[int, int]]:
+        """The runs [first, end) of chunks whose digest was never set, in order."""
+        pages = sorted(self._pages)
+        for first, end in self._zeros.gaps(0, self.count):
+            yield from self._unset(first, end, pages)
+
+    def _unset(self, first: int, end: int, pages: list[int]) -> Iterator[tuple[int, int]]:
+        """The runs of [first, end) not set one by one (``pages``: the page numbers, sorted)."""
+        cursor = first
+        at = bisect.bisect_left(pages, first // PAGE_CHUNKS)
+        while at < len(pages) and pages[at] * PAGE_CHUNKS < end:
+            base = pages[at] * PAGE_CHUNKS
+            flags = self._pages[pages[at]][PAGE_CHUNKS * DIGEST_SIZE :]
+            for index in range(max(base, first), min(base + PAGE_CHUNKS, end)):
+                if flags[index - base]:
+                    if cursor < index:
+                        yield cursor, index
+                    cursor = index + 1
+            at += 1
+        if cursor < end:
+            yield cursor, end
 
     def differing(self, other: DigestTable) -> list[tuple[int, int]]:
         """The byte ranges (offset, length) whose digests differ from ``other``'s."""
         if (self.size, self.chunk_size) != (other.size, other.chunk_size):
             raise ValueError("digest tables of different grids cannot be compared")
-        indices = (i for i in range(self.count) if self.get(i) != other.get(i))
+        both_zero = self._zeros.intersection(other._zeros)
+        indices = (
+            index
+            for first, end in both_zero.gaps(0, self.count)
+            for index in range(first, end)
+            if self.get(index) != other.get(index)
+        )
         return merge_indices(indices, self.chunk_size, self.size)
+
+    def not_zero(self, first: int, end: int) -> Iterator[tuple[int, int]]:
+        """The runs of chunks [first, end) not known to be zeros (set one by one, or unset)."""
+        return self._zeros.gaps(first, end)
+
+    def take(self, other: DigestTable) -> None:
+        """Set every digest ``other`` (the same grid) has set."""
+        for first, end in other._zeros.runs():
+            self._zeros.add(first, end)
+        for page, held in other._pages.items():
+            flags = held[PAGE_CHUNKS * DIGEST_SIZE :]
+            for slot, flag in enumerate(flags):
+                if flag:
+                    self.set(
+                        page * PAGE_CHUNKS + slot,
+                        bytes(held[slot * DIGEST_SIZE : (slot + 1) * DIGEST_SIZE]),
+                    )
 
     def hexdigests(self) -> Iterator[str]:
         return (self.get(i).hex() for i in range(self.count))
@@ -237,7 +304,7 @@ def _table_from(doc: object, path: Path) -> DigestTable:
     count = -(-size // chunk_size)
     if not isinstance(digests, list) or len(digests) != count:  # before allocating the table
         raise UsageError(f"manifest {path}: expected {count} digests")
-    fault = grid_fault(size, chunk_size)
+    fault = manifest_fault(size, chunk_size)
     if fault is not None:
         raise UsageError(f"manifest {path}: {fault}")
     table = DigestTable(size, chunk_size)
