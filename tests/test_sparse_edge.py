@@ -339,6 +339,26 @@ async def test_zeroing_a_petabyte_destination_goes_in_bounded_pieces() -> None:
     assert sink.zero_calls < PiB // GiB + 16
 
 
+async def test_zeroing_a_destination_is_journaled_piece_by_piece(tmp_path: Path) -> None:
+    size = 64 << 40
+    runs = {0: b"\x01" * 4096, size - 4096: b"\x02" * 4096}
+    source, sink = SparseVolume(size, runs), SparseVolume(size, {}, known_zero=False)
+    path = tmp_path / "copy.journal"
+    end = journals.Endpoint("sparse", ("x",), None)
+    header = journals.Header(size, CHUNK, end, end)
+    with trio.fail_after(60):
+        journal = journals.create(path, header, journals.reserve(path))
+        result = await copy(source, sink, journal=journal)
+        journal.close()
+    again = journals.open_existing(path, writable=False)
+    again.close()
+    zeros = [record for record in again.records if record.digest is None]
+    assert sum(record.count for record in zeros) * CHUNK == size - 2 * CHUNK
+    assert max(record.count for record in zeros) * CHUNK <= GiB  # a crash redoes one piece
+    assert again.done.covers(0, size // CHUNK)
+    assert result.bytes_zeroed == size - 8192
+
+
 # -- real files, end to end --------------------------------------------------------------
 
 

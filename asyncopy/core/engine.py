@@ -75,7 +75,7 @@ DEFAULT_DEPTH = 8  # as qemu-img convert; 16 was no faster in benchmarks/ and he
 DEFAULT_MAX_INFLIGHT = 64 * MiB
 DEFAULT_SPARSE_SIZE = 4096  # as qemu-img convert -S
 UNHASHED = bytes(DIGEST_SIZE)  # what a chunk's digest is when no hashing was asked for
-ZERO_STEP = 1 << 30  # bytes zeroed per sink call: a zero run of any length stays interruptible
+ZERO_STEP = 1 << 30  # a zero run on a sink to be zeroed: zeroed and journaled in such pieces
 COMMIT_INTERVAL = 1.0  # seconds at most between two journal commits (a sink flush each)
 COMMIT_GAP = 0.25  # seconds at least between two commits
 
@@ -361,15 +361,28 @@ class _Copy:
 
         async def work(item: Work) -> None:
             if isinstance(item, ZeroRun):
-                self.digests.set_zero(item.offset, item.length)
-                await self._zero(item.offset, item.length)
-                self._done(item.offset, item.length, None)
+                for piece in self._zero_pieces(item):
+                    self.digests.set_zero(piece.offset, piece.length)
+                    await self._zero(piece.offset, piece.length)
+                    self._done(piece.offset, piece.length, None)
+                    self._report()
             else:
                 digest = await self._copy_chunk(item, buf[: item.length])
                 self._done(item.offset, item.length, digest)
             self._report()
 
         return work
+
+    def _zero_pieces(self, run: ZeroRun) -> Iterator[ZeroRun]:
+        """A zero run whole for a sink known to read zeros; else in pieces of about
+        ``ZERO_STEP`` bytes on the chunk grid, each zeroed and journaled on its own."""
+        if self.sink.known_zero:
+            yield run
+            return
+        step = max(ZERO_STEP // self.options.chunk_size, 1) * self.options.chunk_size
+        end = run.offset + run.length
+        for offset in range(run.offset, end, step):
+            yield ZeroRun(offset, min(step, end - offset))
 
     def _done(self, offset: int, length: int, digest: bytes | None) -> None:
         """Work whose writes have completed: journaled after the sink's next flush."""
@@ -406,15 +419,11 @@ class _Copy:
             self.skipped += length
             return
         body = self._aligned_length(offset, length)
-        for start in range(offset, offset + body, ZERO_STEP):
-            piece = min(ZERO_STEP, offset + body - start)
-            if not await self.sink.write_zeroes(start, piece):
-                await self._write_zero_buffers(start, piece)
-            self.zeroed += piece
-            self._report()
+        if body and not await self.sink.write_zeroes(offset, body):
+            await self._write_zero_buffers(offset, body)
         if body < length:
             await self._patch_tail(offset + body, None, length - body)
-            self.zeroed += length - body
+        self.zeroed += length
 
     async def _write_zero_buffers(self, offset: int, length: int) -> None:
         zeros = _zero_buffer(self.buffer_size)
