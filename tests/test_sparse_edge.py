@@ -344,8 +344,8 @@ async def test_zeroing_a_destination_is_journaled_piece_by_piece(tmp_path: Path)
     runs = {0: b"\x01" * 4096, size - 4096: b"\x02" * 4096}
     source, sink = SparseVolume(size, runs), SparseVolume(size, {}, known_zero=False)
     path = tmp_path / "copy.journal"
-    end = journals.Endpoint("sparse", ("x",), None)
-    header = journals.Header(size, CHUNK, end, end)
+    end = Endpoint("sparse", ("x",), None)
+    header = journals.Header(size, CHUNK, end, end, journals.new_tag(), False)
     with trio.fail_after(60):
         journal = journals.create(path, header, journals.reserve(path))
         result = await copy(source, sink, journal=journal)
