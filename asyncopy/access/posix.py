@@ -10,6 +10,13 @@ it at open with EINVAL); when it does not, every read is buffered. The engine re
 page-aligned buffers at offsets on its sparse-size grid (4 KiB by default), so all of a read
 goes direct but the last partial block of an odd-sized file, which ``pread_direct`` reads
 through the buffered descriptor, as it does any read off the grid.
+
+Two copies never write one file, nor one writes a file another reads: a sink holds an
+exclusive ``flock`` on its file for the whole copy and a source a shared one (``take_lock``),
+taken without waiting, so the second copy is refused before it writes anything. flock locks
+the open file, whatever its name, and goes with the last descriptor (a killed copy's too); on
+NFS the kernel turns it into a whole-file byte-range lock that the server arbitrates among
+hosts. It binds only those that take it.
 """
 
 from __future__ import annotations
@@ -114,6 +121,18 @@ class FdSource(FdVolume):
         return await self.run(
             "read", offset, len(buf), pread_direct, self.fd, self.direct, buf, offset, self.align
         )
+
+
+def take_lock(name: str, fd: int, role: str, *, exclusive: bool) -> None:
+    """flock ``fd``, exclusively for a sink or shared for a source; a UsageError (nothing
+    written yet) when another copy holds a lock that conflicts."""
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        doing = "read or written" if exclusive else "written"
+        raise UsageError(f"{role} {name} is being {doing} by another copy (locked)") from exc
+    except OSError as exc:
+        raise UsageError(f"{role} {name}: cannot lock: {exc.strerror}") from exc
 
 
 def pread_full(fd: int, buf: memoryview, offset: int) -> int:

@@ -10,6 +10,9 @@ no copy into the page cache, no cache evicted by a large copy (Cinder's own copi
 ``oflag=direct`` for the same reason), and less CPU per byte (the README's "Measured"). A
 write that is not aligned to ``DIRECT_ALIGN`` in offset, length and memory (the end of an
 odd-sized file) goes through the page cache.
+
+The file is locked exclusively for the whole copy (``asyncopy.access.posix.take_lock``): a
+second copy onto it, or onto a file a copy reads, is refused before it writes anything.
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ from asyncopy.access.posix import (
     seek_extents,
     set_label,
     sync_and_drop_cache,
+    take_lock,
     zero_file_range,
 )
 from asyncopy.core.endpoint import Extent
-from asyncopy.errors import map_errors
+from asyncopy.errors import UsageError, map_errors
 
 
 class FileSink(FdVolume):
@@ -80,25 +84,68 @@ async def open_file_sink(
 ) -> AsyncIterator[FileSink]:
     """Open a regular file for writing, or create it sized ``create_size`` when given (and
     remove it if the copy fails, unless ``keep_on_failure``)."""
-    exists = create_size is None
-    flags = os.O_RDWR if exists else os.O_RDWR | os.O_CREAT | os.O_EXCL
-    fd = await open_fd(path, flags, "destination")
-    try:
-        with map_errors(path, "create"):
-            if create_size is not None:
-                os.ftruncate(fd, create_size)
-            st = os.fstat(fd)
-        direct = await open_direct(path)
+    created = False
+    async with _locked(path, create=create_size is not None) as (fd, exists):
         try:
-            known_zero = target_is_zero or not exists
-            yield FileSink(path, fd, direct, st.st_size, st.st_blksize, known_zero=known_zero)
+            created = not exists
+            with map_errors(path, "create"):
+                if create_size is not None and created:
+                    os.ftruncate(fd, create_size)
+                st = os.fstat(fd)
+            direct = await open_direct(path)
+            try:
+                known_zero = target_is_zero or not exists
+                yield FileSink(path, fd, direct, st.st_size, st.st_blksize, known_zero=known_zero)
+            finally:
+                if direct is not None:
+                    close_fd(path, direct)
+        except BaseException:
+            if created and not keep_on_failure:
+                with suppress(OSError):  # a failed copy leaves no half-written file behind
+                    os.unlink(path)
+            raise
+
+
+@asynccontextmanager
+async def _locked(path: str, *, create: bool) -> AsyncIterator[tuple[int, bool]]:
+    """The file opened for writing under an exclusive lock, and whether it existed.
+
+    An existing file is locked through a read-only descriptor before it is opened for
+    writing: that open would break a read lease on it (a reader that asked to know of
+    writers), even were this copy then refused. A file made meanwhile by another copy racing
+    this one is opened as one that exists, and its lock decides. Where a read-only descriptor
+    cannot hold an exclusive lock (NFS, which has no leases either), the writable one takes it.
+    """
+    if create:
+        try:
+            fd = await open_fd(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, "destination")
+        except UsageError as exc:
+            if not isinstance(exc.__cause__, FileExistsError):
+                raise
+        else:
+            try:
+                take_lock(path, fd, "destination", exclusive=True)
+                yield fd, False
+            finally:
+                close_fd(path, fd)
+            return
+    guard = await open_fd(path, os.O_RDONLY, "destination")
+    held: int | None = guard  # the descriptor the lock belongs to, until it is closed
+    try:
+        try:
+            take_lock(path, guard, "destination", exclusive=True)
+        except UsageError as exc:
+            if isinstance(exc.__cause__, BlockingIOError):
+                raise
+            held = None
+            close_fd(path, guard)
+        fd = await open_fd(path, os.O_RDWR, "destination")
+        try:
+            if held is None:
+                take_lock(path, fd, "destination", exclusive=True)
+            yield fd, True
         finally:
-            if direct is not None:
-                close_fd(path, direct)
-    except BaseException:
-        if not exists and not keep_on_failure:
-            with suppress(OSError):  # a failed copy leaves no half-written file behind
-                os.unlink(path)
-        raise
+            close_fd(path, fd)
     finally:
-        close_fd(path, fd)
+        if held is not None:
+            close_fd(path, held)
