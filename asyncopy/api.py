@@ -17,7 +17,7 @@ from typing import TypedDict, TypeVar, Unpack
 import trio
 
 from asyncopy.access.posix import path_identities
-from asyncopy.core.endpoint import Identified, Identity, Sink, Volume, endpoint_of
+from asyncopy.core.endpoint import Identified, Identity, Sink, Volume, Watched, endpoint_of
 from asyncopy.core.engine import (
     CopyOptions,
     CopyResult,
@@ -292,9 +292,16 @@ def run_interruptibly(job: Callable[[], Awaitable[T]]) -> T:
 async def verify_uris(
     a: str, b: str, chunk_size: int, workers: int, options: EndpointOptions | None = None
 ) -> list[tuple[int, int]]:
-    """The byte ranges where two endpoints differ (empty: identical)."""
+    """The byte ranges where two endpoints differ (empty: identical).
+
+    Raises:
+        CopyFailed: either may have been written while it was read (``Watched``): neither
+            answer can be vouched for.
+    """
     async with open_source(a, options) as left, open_source(b, options) as right:
-        return await compare(left, right, chunk_size, workers)
+        differing = await compare(left, right, chunk_size, workers)
+        await confirm_unchanged(left, right)
+        return differing
 
 
 async def verify_manifest(
@@ -303,7 +310,16 @@ async def verify_manifest(
     """The byte ranges where an endpoint differs from a manifest (empty: identical)."""
     manifest = Manifest.read(path)
     async with open_source(spec, options) as volume:
-        return await check_manifest(volume, manifest, workers)
+        differing = await check_manifest(volume, manifest, workers)
+        await confirm_unchanged(volume)
+        return differing
+
+
+async def confirm_unchanged(*volumes: Volume) -> None:
+    """A CopyFailed if a volume that can tell may have been written while it was read."""
+    for volume in volumes:
+        if isinstance(volume, Watched):
+            await volume.confirm_unchanged()
 
 
 def like_source(source: Volume, options: EndpointOptions | None) -> EndpointOptions:

@@ -5,13 +5,16 @@ writers (other processes, another Ceph client) against files, LUNs and images.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from tests.cephtools import Cluster
 from tests.conftest import MiB, write_pattern
 from tests.test_faults import ASYNCOPY, TIMEOUT, one_error, run
 
@@ -70,3 +73,97 @@ def test_a_file_being_copied_cannot_be_written_by_another_copy(tmp_path: Path) -
     _, err = reader.communicate(timeout=TIMEOUT)
     assert reader.returncode == 0, err
     assert src.read_bytes() == content == dst.read_bytes()
+
+
+# -- a file source written under a copy or a comparison --------------------------------------
+
+WRITERS = {
+    "append": "open(path, 'ab').write(b'x' * 4096)",
+    "overwrite": "f = open(path, 'r+b'); f.seek(200 << 20); f.write(f.read(4096))",  # same bytes
+    "truncate": "os.truncate(path, 64 << 20); os.truncate(path, 256 << 20)",  # size as before
+}
+
+
+def dense(path: Path, size: int) -> bytes:
+    """A file of random bytes (written in pieces: ``randbytes`` takes under 256 MiB)."""
+    content = b"".join(os.urandom(64 * MiB) for _ in range(size // (64 * MiB)))
+    path.write_bytes(content)
+    return content
+
+
+def write_later(path: Path, code: str, delay: float) -> subprocess.Popen[str]:
+    """Another process that changes ``path`` after ``delay`` seconds, as ``code`` says."""
+    script = f"import os, time; time.sleep({delay}); path = {str(path)!r}; {code}"
+    return subprocess.Popen([sys.executable, "-c", script], text=True)
+
+
+@pytest.mark.parametrize("change", sorted(WRITERS))
+def test_a_file_source_written_mid_copy_fails_the_copy(tmp_path: Path, change: str) -> None:
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    dense(src, 256 * MiB)
+    writer = write_later(src, WRITERS[change], 1.5)
+    done = run("copy", "--rate-limit", "64M/s", "--verify", "--json", str(src), str(dst))
+    assert writer.wait(timeout=TIMEOUT) == 0
+    one_error(done, 1, str(src), "while it was read", "no single moment")
+    assert "verified" not in done.stdout
+    assert not dst.exists()
+
+
+def test_a_file_source_written_by_a_process_that_had_it_open_fails_the_copy(
+    tmp_path: Path,
+) -> None:
+    """No lease can be had while a writer has the file open: its times tell."""
+    src, dst = tmp_path / "src.img", tmp_path / "dst.img"
+    dense(src, 256 * MiB)
+    script = (
+        f"import sys, time; f = open({str(src)!r}, 'r+b'); print('open', flush=True); "
+        "time.sleep(1.5); f.seek(100 << 20); f.write(f.read(4096)); f.flush(); time.sleep(5)"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "open\n"
+        done = run("copy", "--rate-limit", "64M/s", "--verify", str(src), str(dst))
+    finally:
+        writer.kill()
+        writer.wait()
+    one_error(done, 1, str(src), "written or truncated while it was read")
+    assert not dst.exists()
+
+
+def test_verify_of_a_file_written_mid_compare_is_not_identical(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.img", tmp_path / "b.img"
+    b.write_bytes(dense(a, 256 * MiB))
+    writer = write_later(a, WRITERS["overwrite"], 1.5)
+    done = run("verify", "--chunk-size", "64K", "--depth", "1", str(a), str(b))  # about 4 s
+    assert writer.wait(timeout=TIMEOUT) == 0
+    one_error(done, 2, str(a), "while it was read")
+    assert "identical" not in done.stdout
+
+
+def test_verify_of_an_rbd_head_written_mid_compare_is_not_identical(
+    ceph: Cluster, tmp_path: Path
+) -> None:
+    name, file = ceph.name(), tmp_path / "same.img"
+    content = ceph.create(
+        name, 128 * MiB, [(offset, 32 * MiB) for offset in range(0, 128 * MiB, 32 * MiB)]
+    )
+    file.write_bytes(content)
+    try:
+        verify = subprocess.Popen(
+            [*ASYNCOPY, "verify", "--chunk-size", "16K", "--depth", "1", ceph.uri(name), str(file)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 10
+        while not ceph.watchers(name) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with ceph.image(name) as image:  # another client writes the bytes it already holds
+            image.write(content[:4096], 0)
+        out, err = verify.communicate(timeout=TIMEOUT)
+    finally:
+        subprocess.run(["rbd", "-c", ceph.conf, "rm", f"{ceph.pool}/{name}"], capture_output=True)
+    done = subprocess.CompletedProcess(verify.args, verify.returncode, out, err)
+    one_error(done, 2, name, "another client took its lock")
+    assert "identical" not in out

@@ -16,7 +16,7 @@ exclusive ``flock`` on its file for the whole copy and a source a shared one (``
 taken without waiting, so the second copy is refused before it writes anything. flock locks
 the open file, whatever its name, and goes with the last descriptor (a killed copy's too); on
 NFS the kernel turns it into a whole-file byte-range lock that the server arbitrates among
-hosts. It binds only those that take it.
+hosts. It binds only those that take it: other writers are the ``ReadLease``'s business.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import errno
 import fcntl
 import functools
 import os
+import signal
 import stat
 import struct
 from collections.abc import Callable
@@ -133,6 +134,44 @@ def take_lock(name: str, fd: int, role: str, *, exclusive: bool) -> None:
         raise UsageError(f"{role} {name} is being {doing} by another copy (locked)") from exc
     except OSError as exc:
         raise UsageError(f"{role} {name}: cannot lock: {exc.strerror}") from exc
+
+
+class ReadLease:
+    """A read lease (``F_SETLEASE F_RDLCK``) on a read-only descriptor: while it is held, a
+    process that opens the file for writing, or truncates it, waits in the kernel, and the
+    lease shows it (``F_GETLEASE`` is no longer F_RDLCK). ``intact`` then gives the lease up
+    at once, so that the writer waits no longer, and says the file may change from now on.
+
+    The kernel would signal the break with SIGIO, whose default action ends the process: the
+    signal is made SIGURG (ignored by default) and then sent to no one. Without a lease
+    (another process has the file open for writing already, a filesystem without leases such
+    as NFS, a file not owned by a caller without CAP_LEASE) ``intact`` is always True and the
+    file's times are all there is to go by.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.broken = False
+        try:
+            fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+            fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+            fcntl.fcntl(fd, fcntl.F_SETOWN, 0)
+            self.held = True
+        except OSError:
+            self.held = False
+
+    def intact(self) -> bool:
+        """False once another process has opened the file for writing since the lease."""
+        if self.held and fcntl.fcntl(self.fd, fcntl.F_GETLEASE) != fcntl.F_RDLCK:
+            self.broken = True
+            self.release()
+        return not self.broken
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            with suppress(OSError):
+                fcntl.fcntl(self.fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
 
 
 def pread_full(fd: int, buf: memoryview, offset: int) -> int:

@@ -111,10 +111,11 @@ async def _locked(path: str, *, create: bool) -> AsyncIterator[tuple[int, bool]]
     """The file opened for writing under an exclusive lock, and whether it existed.
 
     An existing file is locked through a read-only descriptor before it is opened for
-    writing: that open would break a read lease on it (a reader that asked to know of
-    writers), even were this copy then refused. A file made meanwhile by another copy racing
-    this one is opened as one that exists, and its lock decides. Where a read-only descriptor
-    cannot hold an exclusive lock (NFS, which has no leases either), the writable one takes it.
+    writing: that open would break a read lease on it (a copy reading it holds one:
+    ``ReadLease``), even were this copy then refused. A file made meanwhile by another copy
+    racing this one is opened as one that exists, and its lock decides. Where a read-only
+    descriptor cannot hold an exclusive lock (NFS, which has no leases either), the writable
+    one takes it.
     """
     if create:
         try:
