@@ -97,6 +97,11 @@ class ScsiError(EndpointError):
         super().__init__(endpoint, operation, reason, offset, length)
 
 
+class ReservationConflict(EndpointError):
+    """The target refused a command with RESERVATION CONFLICT: another initiator holds the
+    LUN's persistent reservation."""
+
+
 class RbdError(Exception):
     """A librados or librbd call failed: which call, and its errno. Raised by the binding
     (``asyncopy.access.librbd``); ``map_errors`` turns it into an ``EndpointError`` at the

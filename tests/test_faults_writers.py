@@ -6,6 +6,7 @@ writers (other processes, another Ceph client) against files, LUNs and images.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -13,9 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import trio
 
+from asyncopy.access.iscsi import IscsiOptions, open_session, parse_iscsi
 from tests.cephtools import Cluster
-from tests.conftest import MiB, write_pattern
+from tests.conftest import MakeLun, MiB, write_pattern
 from tests.test_faults import ASYNCOPY, TIMEOUT, one_error, run
 
 SLOW = ("--rate-limit", "32M/s")  # 64 MiB: two seconds, time enough for the other one
@@ -73,6 +76,56 @@ def test_a_file_being_copied_cannot_be_written_by_another_copy(tmp_path: Path) -
     _, err = reader.communicate(timeout=TIMEOUT)
     assert reader.returncode == 0, err
     assert src.read_bytes() == content == dst.read_bytes()
+
+
+# -- two copies onto one LUN ----------------------------------------------------------------
+
+
+def reservation_holder(url: str) -> int | None:
+    """The key holding the LUN's persistent reservation, asked by an initiator of its own."""
+
+    async def ask() -> int | None:
+        spec = parse_iscsi(url.removeprefix("iscsi:"))
+        async with open_session(spec, IscsiOptions()) as session:
+            return await session.reservation_holder()
+
+    return trio.run(ask)
+
+
+def test_two_copies_onto_one_lun_one_is_refused(tmp_path: Path, make_lun: MakeLun) -> None:
+    sources = [tmp_path / "a.img", tmp_path / "b.img"]
+    contents = [
+        write_pattern(src, 64 * MiB, [(0, 64 * MiB)], seed=n) for n, src in enumerate(sources)
+    ]
+    lun = make_lun(64 * MiB, fill=b"\xee" * MiB)
+    done = race(*(["copy", *SLOW, str(src), lun.url] for src in sources))
+    assert sorted(d.returncode for d in done) == [0, 2], [d.stderr for d in done]
+    winner = 0 if done[0].returncode == 0 else 1
+    one_error(done[1 - winner], 2, lun.url, "reserved by another initiator")
+    assert Path(lun.backing).read_bytes() == contents[winner]
+    assert reservation_holder(lun.url) is None  # released at the end
+    assert run("copy", str(sources[1 - winner]), lun.url).returncode == 0
+    assert Path(lun.backing).read_bytes() == contents[1 - winner]
+
+
+def test_a_reservation_is_released_when_interrupted_and_taken_over_when_killed(
+    tmp_path: Path, make_lun: MakeLun
+) -> None:
+    src = tmp_path / "src.img"
+    content = write_pattern(src, 64 * MiB, [(0, 64 * MiB)])
+    lun = make_lun(64 * MiB)
+    for stop, code in ((signal.SIGINT, 130), (signal.SIGKILL, -9)):
+        copying = subprocess.Popen([*ASYNCOPY, "copy", *SLOW, str(src), lun.url], text=True)
+        time.sleep(1.0)  # under way: it has a second to go
+        copying.send_signal(stop)
+        assert copying.wait(timeout=TIMEOUT) == code
+    # SIGINT released it; SIGKILL left it, held by a process that is gone
+    holder = reservation_holder(lun.url)
+    assert holder is not None
+    assert holder & 0xFFFFFFFF == copying.pid
+    assert run("copy", str(src), lun.url).returncode == 0  # a copy of this host takes it over
+    assert Path(lun.backing).read_bytes() == content
+    assert reservation_holder(lun.url) is None
 
 
 # -- a file source written under a copy or a comparison --------------------------------------

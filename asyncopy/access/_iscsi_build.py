@@ -59,14 +59,24 @@ struct scsi_lba_status_descriptor { uint64_t lba; uint32_t num_blocks; int provi
 struct scsi_get_lba_status {
     uint32_t num_descriptors; struct scsi_lba_status_descriptor *descriptors; ...;
 };
+struct scsi_persistent_reserve_in_read_reservation {
+    int reserved; uint64_t reservation_key; unsigned char pr_type; ...;
+};
 
 #define SCSI_STATUS_GOOD ...
 #define SCSI_STATUS_CHECK_CONDITION ...
+#define SCSI_STATUS_RESERVATION_CONFLICT ...
 #define SCSI_STATUS_CANCELLED ...
 #define SCSI_STATUS_ERROR ...
 #define SCSI_STATUS_TIMEOUT ...
 #define SCSI_INQUIRY_PAGECODE_BLOCK_LIMITS ...
 #define SCSI_INQUIRY_PAGECODE_LOGICAL_BLOCK_PROVISIONING ...
+#define SCSI_PERSISTENT_RESERVE_READ_RESERVATION ...
+#define SCSI_PERSISTENT_RESERVE_REGISTER ...
+#define SCSI_PERSISTENT_RESERVE_RESERVE ...
+#define SCSI_PERSISTENT_RESERVE_RELEASE ...
+#define SCSI_PERSISTENT_RESERVE_PREEMPT ...
+#define SCSI_PERSISTENT_RESERVE_TYPE_WRITE_EXCLUSIVE ...
 #define ISCSI_SESSION_NORMAL ...
 #define ISCSI_HEADER_DIGEST_NONE_CRC32C ...
 #define ISCSI_IMMEDIATE_DATA_NO ...
@@ -100,6 +110,8 @@ const char *scsi_sense_ascq_str(int ascq);
 #define AP_SYNCHRONIZE_CACHE16 ...
 #define AP_READ_CAPACITY16 ...
 #define AP_INQUIRY_VPD ...
+#define AP_PR_IN ...
+#define AP_PR_OUT ...
 #define AP_ZERO_BLOCK_MAX ...
 
 struct ap_request {
@@ -112,6 +124,10 @@ struct ap_request {
     uint32_t blocks;         /* WRITE SAME */
     int unmap;               /* WRITE SAME */
     int page;                /* INQUIRY VPD page */
+    int action;              /* PERSISTENT RESERVE IN/OUT: service action */
+    int pr_type;             /* PERSISTENT RESERVE OUT: type */
+    uint64_t key;            /* PERSISTENT RESERVE OUT: reservation key */
+    uint64_t sa_key;         /* PERSISTENT RESERVE OUT: service action reservation key */
     char portal[256];        /* CONNECT */
     struct scsi_iovec iov;   /* READ/WRITE: the caller's buffer */
     uint64_t id;
@@ -164,6 +180,9 @@ SOURCE = r"""
 #define AP_GET_LBA_STATUS 7    /* from here on, data-in replies handed to the caller */
 #define AP_READ_CAPACITY16 8
 #define AP_INQUIRY_VPD 9
+#define AP_PR_IN 10            /* the last with a data-in reply */
+#define AP_PR_OUT 11
+#define AP_LAST AP_PR_OUT
 #define AP_ZERO_BLOCK_MAX 65536
 #define AP_TICK_MS 1000
 #define AP_TEXT 256
@@ -181,6 +200,10 @@ struct ap_request {
     uint32_t blocks;
     int unmap;
     int page;
+    int action;
+    int pr_type;
+    uint64_t key;
+    uint64_t sa_key;
     char portal[AP_TEXT];
     struct scsi_iovec iov;
     uint64_t id;
@@ -316,7 +339,7 @@ static void ap_done(struct iscsi_context *iscsi, int status, void *command_data,
         r->sense_key = task->sense.key;
         r->sense_ascq = task->sense.ascq;
         r->residual = task->residual_status != SCSI_RESIDUAL_NO_RESIDUAL ? task->residual : 0;
-        if (status == SCSI_STATUS_GOOD && r->op >= AP_GET_LBA_STATUS)
+        if (status == SCSI_STATUS_GOOD && r->op >= AP_GET_LBA_STATUS && r->op <= AP_PR_IN)
             r->task = task;
         else
             scsi_free_scsi_task(task);
@@ -341,6 +364,7 @@ static void ap_break_now(struct ap_pump *p, const char *reason)
 static void ap_queue(struct ap_pump *p, struct ap_request *r)
 {
     struct iscsi_context *iscsi = p->iscsi;
+    struct scsi_persistent_reserve_out_basic basic;  /* copied into the task by libiscsi */
     int queued = 0;
 
     r->pump = p;
@@ -350,7 +374,7 @@ static void ap_queue(struct ap_pump *p, struct ap_request *r)
         ap_answer(p, r, SCSI_STATUS_ERROR, p->failure, 0);
         return;
     }
-    if (r->op < AP_CONNECT || r->op > AP_INQUIRY_VPD
+    if (r->op < AP_CONNECT || r->op > AP_LAST
         || (r->op == AP_WRITE_SAME16_ZERO && (r->blocksize <= 0
                                               || r->blocksize > AP_ZERO_BLOCK_MAX))) {
         ap_answer(p, r, SCSI_STATUS_ERROR, "request not understood", 0);
@@ -393,6 +417,17 @@ static void ap_queue(struct ap_pump *p, struct ap_request *r)
     case AP_INQUIRY_VPD:
         queued = iscsi_inquiry_task(iscsi, r->lun, 1, r->page, r->datalen, ap_done,
                                     r) != NULL;
+        break;
+    case AP_PR_IN:
+        queued = iscsi_persistent_reserve_in_task(iscsi, r->lun, r->action, r->datalen,
+                                                  ap_done, r) != NULL;
+        break;
+    case AP_PR_OUT:
+        memset(&basic, 0, sizeof(basic));
+        basic.reservation_key = r->key;
+        basic.service_action_reservation_key = r->sa_key;
+        queued = iscsi_persistent_reserve_out_task(iscsi, r->lun, r->action, 0, r->pr_type,
+                                                   &basic, ap_done, r) != NULL;
         break;
     }
     if (!queued && r->state == AP_IN_LIBISCSI) {

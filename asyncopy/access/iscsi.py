@@ -43,7 +43,7 @@ from urllib.parse import unquote
 
 import trio
 
-from asyncopy.errors import EndpointError, ScsiError, UsageError
+from asyncopy.errors import EndpointError, ReservationConflict, ScsiError, UsageError
 
 DEFAULT_TIMEOUT = 30  # seconds, per command and for the login
 DEFAULT_QUEUE_DEPTH = 16  # commands in flight per session (measured: see the README)
@@ -53,6 +53,7 @@ MAX_TRANSFER = 4 << 20  # the largest READ/WRITE(16) and optimal size, below the
 MAX_WRITE_SAME = 1 << 30  # bytes per WRITE SAME(16), below the target's own limit
 LBA_STATUS_ALLOC = 4096  # GET LBA STATUS reply buffer: 255 descriptors
 VPD_ALLOC = 255
+RESERVATION_ALLOC = 24  # READ RESERVATION reply: a header and one reservation descriptor
 GRACE = 3.0  # seconds past the timeout before an unanswered command breaks the session
 STOP_WAIT = 5.0  # seconds for the pump thread to exit before it is abandoned
 CData = Any  # a cffi object: a libiscsi context, task or request, a buffer
@@ -435,6 +436,9 @@ class Session:
                 waiter.length,
                 sense_key=done.sense_key,
             )
+        if done.status == lib.SCSI_STATUS_RESERVATION_CONFLICT:
+            reason = "reservation conflict: another initiator holds the LUN's reservation"
+            return ReservationConflict(self.name, operation, reason, waiter.offset, waiter.length)
         if done.status == lib.SCSI_STATUS_TIMEOUT:
             reason = f"timed out after {self.options.timeout} s"
         if done.held or done.status in (lib.SCSI_STATUS_TIMEOUT, lib.SCSI_STATUS_CANCELLED):
@@ -606,6 +610,36 @@ class Session:
             ]
         finally:
             self.lib.scsi_free_scsi_task(task)
+
+    async def persistent_reserve_out(
+        self, operation: str, action: int, key: int, sa_key: int = 0, pr_type: int = 0
+    ) -> None:
+        """PERSISTENT RESERVE OUT ``action`` (a service action) for the LUN, with the basic
+        parameter list: this initiator's ``key``, the service action's ``sa_key``.
+
+        Raises:
+            ReservationConflict: the target refused it (another initiator holds the LUN).
+            ScsiError: ILLEGAL REQUEST when the target has no persistent reservations.
+        """
+        request = self._request(self.lib.AP_PR_OUT)
+        request.action, request.pr_type, request.key, request.sa_key = action, pr_type, key, sa_key
+        await self._command(operation, request)
+
+    async def reservation_holder(self) -> int | None:
+        """The key of the initiator holding the LUN's persistent reservation (READ
+        RESERVATION); None when no one holds it."""
+        ffi, lib = self.ffi, self.lib
+        request = self._request(lib.AP_PR_IN, 0, RESERVATION_ALLOC)
+        request.action = lib.SCSI_PERSISTENT_RESERVE_READ_RESERVATION
+        task = await self._command("reserve", request)
+        try:
+            kind = "struct scsi_persistent_reserve_in_read_reservation *"
+            found = ffi.cast(kind, lib.scsi_datain_unmarshall(task))
+            if found == ffi.NULL:
+                raise EndpointError(self.name, "reserve", "unreadable READ RESERVATION reply")
+            return int(found.reservation_key) if found.reserved else None
+        finally:
+            lib.scsi_free_scsi_task(task)
 
     async def read_capacity16(self) -> tuple[int, int, bool, bool]:
         """(size in bytes, block size, LBPME, LBPRZ) from READ CAPACITY(16)."""
