@@ -132,13 +132,14 @@ def test_a_reservation_is_released_when_interrupted_and_taken_over_when_killed(
 
 WRITERS = {
     "append": "open(path, 'ab').write(b'x' * 4096)",
-    "overwrite": "f = open(path, 'r+b'); f.seek(200 << 20); f.write(f.read(4096))",  # same bytes
+    "overwrite": "f = open(path, 'r+b'); f.seek(200 << 20); held = f.read(4096); "
+    "f.seek(200 << 20); f.write(held)",  # the bytes it held: only the guard can tell
     "truncate": "os.truncate(path, 64 << 20); os.truncate(path, 256 << 20)",  # size as before
 }
 
 
 def dense(path: Path, size: int) -> bytes:
-    """A file of random bytes (written in pieces: ``randbytes`` takes under 256 MiB)."""
+    """A file of ``size`` random bytes."""
     content = b"".join(os.urandom(64 * MiB) for _ in range(size // (64 * MiB)))
     path.write_bytes(content)
     return content
@@ -170,7 +171,8 @@ def test_a_file_source_written_by_a_process_that_had_it_open_fails_the_copy(
     dense(src, 256 * MiB)
     script = (
         f"import sys, time; f = open({str(src)!r}, 'r+b'); print('open', flush=True); "
-        "time.sleep(1.5); f.seek(100 << 20); f.write(f.read(4096)); f.flush(); time.sleep(5)"
+        "time.sleep(1.5); f.seek(100 << 20); held = f.read(4096); f.seek(100 << 20); "
+        "f.write(held); f.flush(); time.sleep(5)"
     )
     writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
@@ -189,6 +191,20 @@ def test_verify_of_a_file_written_mid_compare_is_not_identical(tmp_path: Path) -
     b.write_bytes(dense(a, 256 * MiB))
     writer = write_later(a, WRITERS["overwrite"], 1.5)
     done = run("verify", "--chunk-size", "64K", "--depth", "1", str(a), str(b))  # about 4 s
+    assert writer.wait(timeout=TIMEOUT) == 0
+    one_error(done, 2, str(a), "while it was read")
+    assert "identical" not in done.stdout
+
+
+def test_verify_against_a_manifest_of_a_file_written_mid_check_is_not_identical(
+    tmp_path: Path,
+) -> None:
+    a, manifest = tmp_path / "a.img", tmp_path / "a.manifest"
+    dense(a, 256 * MiB)
+    made = run("copy", "--chunk-size", "16K", "--manifest", str(manifest), str(a), str(a) + ".b")
+    assert made.returncode == 0, made.stderr  # 16 KiB chunks: the check takes about 4 s
+    writer = write_later(a, WRITERS["overwrite"], 1.5)
+    done = run("verify", "--depth", "1", "--manifest", str(manifest), str(a))
     assert writer.wait(timeout=TIMEOUT) == 0
     one_error(done, 2, str(a), "while it was read")
     assert "identical" not in done.stdout
