@@ -322,8 +322,8 @@ def test_the_cli_takes_conf_options_and_verifies(ceph: Cluster, tmp_path: Path) 
     [
         (["--object-size", "3000"], "object size 3000 must be a power of two"),
         (["--image-features", "layering,warp-drive"], "unknown image feature(s) warp-drive"),
-        (["--ceph-timeout", "0"], "--ceph-timeout must be more than 0"),
-        (["--ceph-timeout", "inf"], "--ceph-timeout must be more than 0"),
+        (["--ceph-timeout", "0"], "--ceph-timeout must be at least 1.0"),
+        (["--ceph-timeout", "inf"], "--ceph-timeout must be at least 1.0"),
     ],
 )
 def test_bad_cli_options_are_one_line(
