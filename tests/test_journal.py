@@ -396,3 +396,32 @@ def test_trusting_the_destination_skips_reading_it_back(
     alone = run("copy", str(src), str(dst), "--trust-destination")
     assert alone.returncode == 2
     assert "goes with --resume or --since" in alone.stderr
+
+
+def test_a_journal_one_copy_appends_to_is_refused_to_another(
+    source: tuple[Path, bytes], interrupted: tuple[Path, Path, Path]
+) -> None:
+    src, dst, journal = interrupted
+    argv = [*ASYNCOPY, "copy", str(src), str(dst), "--resume", str(journal)]
+    first = subprocess.Popen([*argv, "--rate-limit", RATE], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not held(journal):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        second = run("copy", str(src), str(dst), "--resume", str(journal))
+        assert second.returncode == 2
+        assert second.stderr == f"asyncopy: error: journal {journal}: in use by another copy\n"
+        _, errors = first.communicate(timeout=120)
+    finally:
+        first.kill()
+        first.wait()
+    assert first.returncode == 0, errors
+    assert dst.read_bytes() == source[1]
+
+
+def held(path: Path) -> bool:
+    """Whether a process holds a lock on ``path`` (the kernel's list: asking by taking one
+    could turn the holder away)."""
+    inode = f":{path.stat().st_ino} "
+    return any(inode in line for line in Path("/proc/locks").read_text().splitlines())

@@ -30,6 +30,8 @@ chunks it skipped.
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import re
@@ -234,15 +236,31 @@ def reserve(path: Path) -> int:
     """Make the new, empty journal file (before anything is opened: a path that cannot take
     one is refused before anything is written); its descriptor, for ``create``."""
     try:
-        return os.open(
-            path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600
-        )
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_CLOEXEC, 0o600)
     except FileExistsError as exc:
         raise UsageError(
             f"journal {path}: exists already (--resume {path} continues its copy)"
         ) from exc
     except OSError as exc:
         raise UsageError(f"journal {path}: cannot create: {exc.strerror}") from exc
+    _lock(fd, path, fcntl.LOCK_EX)
+    return fd
+
+
+def _lock(fd: int, path: Path, kind: int) -> None:
+    """Hold a journal for this copy: ``LOCK_EX`` to append to it, ``LOCK_SH`` to read it
+    (held by the open file description, so by every duplicate of ``fd``, until it closes).
+
+    Raises:
+        UsageError: another copy holds it (``fd`` is closed).
+    """
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise UsageError(f"journal {path}: in use by another copy") from exc
+        raise UsageError(f"journal {path}: cannot lock: {exc.strerror}") from exc
 
 
 def create(path: Path, header: Header, fd: int) -> Journal:
@@ -274,6 +292,11 @@ def open_existing(path: Path, *, writable: bool = True) -> Journal:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise UsageError(f"journal {path}: not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    _lock(fd, path, fcntl.LOCK_EX if writable else fcntl.LOCK_SH)
+    try:
         header, records, whole = _read(fd, path)
         if writable and whole < os.fstat(fd).st_size:
             os.ftruncate(fd, whole)
