@@ -5,6 +5,11 @@ dense source file and image of ``size`` bytes, and times ``asyncopy copy`` with 
 ``--journal`` on rbd -> rbd, rbd -> file and file -> rbd (each destination new), in rounds
 whose order alternates, caches dropped before each (GNU time, as ``make bench``). Prints the
 medians of wall and CPU seconds and the journaled copy's ratios: the target is at most 1.02.
+
+Then what a resume's check of its destination costs: for each path, ``--resume`` of a
+finished journal (every chunk is read back from DST and compared with the journal's digest;
+nothing is left to copy) against the same with ``--trust-destination`` (nothing read), in
+alternating order.
 """
 
 from __future__ import annotations
@@ -60,6 +65,37 @@ def measure(
     return found
 
 
+def measure_resume(
+    stack: devstack.Stack, work: Path, rounds: int, paths: Sequence[str]
+) -> dict[tuple[str, bool], list[tuple[float, float]]]:
+    found: dict[tuple[str, bool], list[tuple[float, float]]] = {}
+    for path in paths:
+        src, dst = endpoints(path, stack, work, 0)
+        journal = work / f"{path}.journal"
+        run([*ASYNCOPY, src, dst, "--journal", str(journal)], what=f"{path} journaled")
+        resume = [*ASYNCOPY, src, dst, "--resume", str(journal), "--trust-source"]
+        for round_ in range(rounds):
+            for trusted in (round_ % 2 == 0, round_ % 2 == 1):
+                argv = [*resume, "--trust-destination"] if trusted else resume
+                timing = timed(argv, what=f"{path} resume")
+                found.setdefault((path, trusted), []).append((timing.seconds, timing.cpu_seconds))
+        remove(dst, stack)
+    return found
+
+
+def report(
+    found: dict[tuple[str, bool], list[tuple[float, float]]], paths: Sequence[str], names: str
+) -> None:
+    print(f"path     | {names} | wall ratio  CPU ratio")
+    for path in paths:
+        plain = [statistics.median(column) for column in zip(*found[(path, False)], strict=True)]
+        kept = [statistics.median(column) for column in zip(*found[(path, True)], strict=True)]
+        print(
+            f"{path:8} | {plain[0]:7.2f} {plain[1]:6.2f} | {kept[0]:9.2f} {kept[1]:6.2f} "
+            f"| {kept[0] / plain[0]:10.3f} {kept[1] / plain[1]:10.3f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="2G", help="bytes per copy (default 2G)")
@@ -82,16 +118,12 @@ def main() -> None:
                 what="the source image",
             )
             found = measure(stack, work, args.rounds, paths)
+            resumed = measure_resume(stack, work, args.rounds, paths)
         finally:
             devstack.down(work / "stack")
-    print("path     | plain s  CPU-s | journal s  CPU-s | wall ratio  CPU ratio")
-    for path in paths:
-        plain = [statistics.median(column) for column in zip(*found[(path, False)], strict=True)]
-        kept = [statistics.median(column) for column in zip(*found[(path, True)], strict=True)]
-        print(
-            f"{path:8} | {plain[0]:7.2f} {plain[1]:6.2f} | {kept[0]:9.2f} {kept[1]:6.2f} "
-            f"| {kept[0] / plain[0]:10.3f} {kept[1] / plain[1]:10.3f}"
-        )
+    report(found, paths, "plain s  CPU-s | journal s  CPU-s")
+    print("resume of a finished journal: read back, against --trust-destination (the ratio)")
+    report(resumed, paths, "check s  CPU-s |   trust s  CPU-s")
 
 
 if __name__ == "__main__":
