@@ -13,7 +13,9 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from pathlib import Path
 
+from asyncopy.core import verify
 from asyncopy.errors import UsageError
 
 
@@ -45,20 +47,9 @@ def check_regular(path: str, what: str) -> None:
 
 
 def read_regular(path: str, what: str) -> str:
-    """The UTF-8 text of the regular file ``path``.
+    """The text of the regular file ``path``.
 
     Raises:
-        UsageError: not a regular file, unreadable, or not UTF-8; names ``what`` and the path.
+        UsageError: not a regular file, unreadable, or not text; names ``what`` and the path.
     """
-    fd = _open_regular(path, what)
-    try:
-        with os.fdopen(fd, "rb", closefd=False) as file:
-            data = file.read()
-    except OSError as exc:
-        raise UsageError(f"{what} {path}: cannot read: {exc.strerror}") from exc
-    finally:
-        os.close(fd)
-    try:
-        return data.decode()
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{what} {path}: not UTF-8 text") from exc
+    return verify.read_regular(Path(path), what)

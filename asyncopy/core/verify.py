@@ -18,6 +18,7 @@ it still verifies, but cannot prove which volume it is of (``--since-manifest``)
 from __future__ import annotations
 
 import bisect
+import errno
 import json
 import os
 import secrets
@@ -270,7 +271,10 @@ def read_regular(path: Path, what: str) -> str:
     except OSError as exc:
         raise UsageError(f"{what} {path}: cannot read: {exc.strerror}") from exc
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):  # as reading it would say
+            raise UsageError(f"{what} {path}: cannot read: {os.strerror(errno.EISDIR)}")
+        if not stat.S_ISREG(mode):
             raise UsageError(f"{what} {path}: not a regular file")
         with os.fdopen(os.dup(fd), "rb") as file:
             data = file.read()
