@@ -517,14 +517,13 @@ def keyring_files() -> list[str]:
     return [name for name in os.listdir("/tmp") if name.startswith("asyncopy-keyring")]
 
 
-def test_sigterm_stops_the_cinder_child_cleanly(ceph: Cluster) -> None:
-    src, dst = ceph.name(), ceph.name()
-    ceph.create(src, 256 * MiB, [(i * 4 * MiB, 4 * MiB) for i in range(64)])
-    ceph.create(dst, 256 * MiB)
+def copying_child(ceph: Cluster, src: str, dst: str, size: int) -> subprocess.Popen[str]:
+    """A Cinder copy child copying image ``src`` onto ``dst`` at 32 MiB/s, once it reports
+    its first progress."""
     request = child_request(
         {"connection_info": cinder_rbd(ceph.stack, src)},
         {"connection_info": cinder_rbd(ceph.stack, dst)},
-        256 * MiB,
+        size,
         None,
         target_is_zero=False,
     )
@@ -537,9 +536,17 @@ def test_sigterm_stops_the_cinder_child_cleanly(ceph: Cluster) -> None:
     )
     assert child.stdin is not None
     assert child.stdout is not None
-    child.stdin.write(json.dumps({**request, "rate": 32 * MiB}) + "\n")  # 8 s for the whole
+    child.stdin.write(json.dumps({**request, "rate": 32 * MiB}) + "\n")
     child.stdin.flush()
     assert "progress" in json.loads(child.stdout.readline())  # copying
+    return child
+
+
+def test_sigterm_stops_the_cinder_child_cleanly(ceph: Cluster) -> None:
+    src, dst = ceph.name(), ceph.name()
+    ceph.create(src, 256 * MiB, [(i * 4 * MiB, 4 * MiB) for i in range(64)])
+    ceph.create(dst, 256 * MiB)
+    child = copying_child(ceph, src, dst, 256 * MiB)  # 8 s for the whole
     assert keyring_files() == []  # the key is in librados' memory only
     child.send_signal(signal.SIGTERM)
     _, errors = child.communicate(timeout=30)

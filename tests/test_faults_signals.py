@@ -15,19 +15,17 @@ import pty
 import signal
 import struct
 import subprocess
-import sys
 import termios
 from pathlib import Path
 
 import pytest
 
-from asyncopy.cinder import child_request
 from tests.cephtools import Cluster
 from tests.conftest import MiB
 from tests.test_faults import (
     ASYNCOPY,
     TIMEOUT,
-    cinder_rbd,
+    copying_child,
     run,
     start_copy,
     unlocked,
@@ -121,25 +119,7 @@ def test_a_hangup_stops_the_cinder_child_cleanly(ceph: Cluster) -> None:
     ceph.create(src, SIZE, [(i * 4 * MiB, 4 * MiB) for i in range(64)])
     ceph.create(dst, SIZE)
     try:
-        request = child_request(
-            {"connection_info": cinder_rbd(ceph.stack, src)},
-            {"connection_info": cinder_rbd(ceph.stack, dst)},
-            SIZE,
-            None,
-            target_is_zero=False,
-        )
-        child = subprocess.Popen(
-            [sys.executable, "-m", "asyncopy.cinder.child"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert child.stdin is not None
-        assert child.stdout is not None
-        child.stdin.write(json.dumps({**request, "rate": 32 * MiB}) + "\n")  # 8 s for the whole
-        child.stdin.flush()
-        assert "progress" in json.loads(child.stdout.readline())  # copying
+        child = copying_child(ceph, src, dst, SIZE)
         child.send_signal(signal.SIGHUP)
         _, errors = child.communicate(timeout=30)
         assert child.returncode == 129, errors
