@@ -162,7 +162,7 @@ async def _check_journal(
         _check_taken_from(where, header.source, image, snapshot)
         if not header.destination.is_of(sink):
             raise UsageError(f"{where}: kept for another destination ({header.destination.name})")
-        if not all(journal.done):
+        if journal.done.covered < journal.done.count:
             raise UsageError(f"{where}: that copy did not finish (--resume it first)")
         if trust:
             return

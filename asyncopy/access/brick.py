@@ -49,7 +49,7 @@ from typing import Any, Protocol
 
 import trio
 
-from asyncopy.access.conffile import read_regular
+from asyncopy.core.verify import read_regular
 from asyncopy.errors import EndpointError, UsageError
 
 # auth_password, discovery_auth_password, keyring, dhchap_secret, serverPassword, auth_key...;

@@ -10,31 +10,9 @@ A file asyncopy reads itself is read through that same descriptor; one a library
 
 from __future__ import annotations
 
-import errno
 import os
-import stat
-from pathlib import Path
 
 from asyncopy.core import verify
-from asyncopy.errors import UsageError
-
-
-def _open_regular(path: str, what: str) -> int:
-    """A descriptor on ``path``, a regular file; else a UsageError naming it."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        raise UsageError(f"{what} {path}: cannot read: {exc.strerror}") from exc
-    try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):  # as reading it would say
-            raise UsageError(f"{what} {path}: cannot read: {os.strerror(errno.EISDIR)}")
-        if not stat.S_ISREG(mode):
-            raise UsageError(f"{what} {path}: not a regular file")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def check_regular(path: str, what: str) -> None:
@@ -43,13 +21,4 @@ def check_regular(path: str, what: str) -> None:
     Raises:
         UsageError: names ``what`` and the path.
     """
-    os.close(_open_regular(path, what))
-
-
-def read_regular(path: str, what: str) -> str:
-    """The text of the regular file ``path``.
-
-    Raises:
-        UsageError: not a regular file, unreadable, or not text; names ``what`` and the path.
-    """
-    return verify.read_regular(Path(path), what)
+    os.close(verify.open_regular(path, what))

@@ -201,14 +201,13 @@ async def differing_chunks(
     """The chunks the journal shows done whose bytes on ``volume`` differ from its record
     (the last record of a chunk counts)."""
     size, chunk_size = journal.header.size, journal.header.chunk_size
-    claims, shown = _last_claims(journal.records, journal.done.count)
     ranges = [
         (first * chunk_size, min(end * chunk_size, size) - first * chunk_size)
-        for first, end in shown.runs()
+        for first, end in journal.done.runs()
     ]
     table = await digest_volume(volume, size, chunk_size, workers, rate, ranges=ranges)
     differing: list[int] = []
-    for first, end, digest in claims:
+    for first, end, digest in _last_claims(journal.records, journal.done.count):
         if digest is None:  # zeros: only the chunks not read as zeros can differ
             runs = table.not_zero(first, end)
             indices = (index for lo, hi in runs for index in range(lo, hi))
@@ -218,18 +217,16 @@ async def differing_chunks(
     return sorted(differing)
 
 
-def _last_claims(
-    records: list[Record], count: int
-) -> tuple[list[tuple[int, int, bytes | None]], ChunkSet]:
+def _last_claims(records: list[Record], count: int) -> list[tuple[int, int, bytes | None]]:
     """What the records show of each chunk, the last record of a chunk counting, as runs
-    (first, end, digest: None for zeros); and every chunk they show."""
+    (first, end, digest: None for zeros)."""
     claims: list[tuple[int, int, bytes | None]] = []
     seen = ChunkSet(count)
     for record in reversed(records):
         end = record.first + record.count
         claims += ((lo, hi, record.digest) for lo, hi in seen.gaps(record.first, end))
         seen.add(record.first, end)
-    return claims, seen
+    return claims
 
 
 def reserve(path: Path) -> int:

@@ -263,9 +263,13 @@ def manifest_file(path: Path) -> Iterator[Callable[[Manifest], None]]:
         temporary.unlink(missing_ok=True)
 
 
-def read_regular(path: Path, what: str) -> str:
-    """The text of a regular file; anything else (a FIFO, a device, a directory) is refused
-    before a byte is read."""
+def open_regular(path: str | os.PathLike[str], what: str) -> int:
+    """A read-only descriptor on ``path``, a regular file. Opened without blocking (a FIFO
+    would wait for a writer) and checked before a byte is read.
+
+    Raises:
+        UsageError: not a regular file, or cannot be opened; names ``what`` and the path.
+    """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -276,6 +280,17 @@ def read_regular(path: Path, what: str) -> str:
             raise UsageError(f"{what} {path}: cannot read: {os.strerror(errno.EISDIR)}")
         if not stat.S_ISREG(mode):
             raise UsageError(f"{what} {path}: not a regular file")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def read_regular(path: str | os.PathLike[str], what: str) -> str:
+    """The text of a regular file; anything else (a FIFO, a device, a directory) is refused
+    before a byte is read."""
+    fd = open_regular(path, what)
+    try:
         with os.fdopen(os.dup(fd), "rb") as file:
             data = file.read()
     except OSError as exc:
