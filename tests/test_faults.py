@@ -443,11 +443,13 @@ def test_the_osd_failing_mid_copy_fails_it_in_bounded_time(
 
 # -- a head image written while it is read --------------------------------------------------
 
+SLOW = ("--rate-limit", "64M/s")  # four seconds for 256 MiB: the reader holds the head
+
 
 def test_a_writer_is_refused_while_a_copy_reads_the_head(ceph: Cluster, tmp_path: Path) -> None:
     name = ceph.name()
     content = ceph.create(name, 256 * MiB, [(i * 4 * MiB, 4 * MiB) for i in range(64)])
-    reader = start_copy("--verify", ceph.uri(name), str(tmp_path / "out.img"))
+    reader = start_copy(*SLOW, "--verify", ceph.uri(name), str(tmp_path / "out.img"))
     small = tmp_path / "small.img"
     write_pattern(small, MiB, [(0, MiB)], seed=5)
     writer = run("copy", str(small), ceph.uri(name))
@@ -462,7 +464,7 @@ def test_a_head_written_by_another_client_fails_the_copy(ceph: Cluster, tmp_path
     and fails rather than say 'verified' over bytes of no single moment."""
     name = ceph.name()
     ceph.create(name, 256 * MiB, [(i * 4 * MiB, 4 * MiB) for i in range(64)])
-    reader = start_copy("--verify", ceph.uri(name), str(tmp_path / "out.img"))
+    reader = start_copy(*SLOW, "--verify", ceph.uri(name), str(tmp_path / "out.img"))
     with ceph.image(name) as image:  # python-rbd, as any librbd client
         image.write(b"moved", 200 * MiB)
     _, errors = reader.communicate(timeout=TIMEOUT)
@@ -482,7 +484,7 @@ def test_without_exclusive_lock_a_client_holding_the_head_open_fails_the_copy(
     the head open when the reads end may have written it."""
     name = ceph.name()
     ceph.create(name, 256 * MiB, [(i * 4 * MiB, 4 * MiB) for i in range(64)], features=1)
-    reader = start_copy("--verify", ceph.uri(name), str(tmp_path / "out.img"))
+    reader = start_copy(*SLOW, "--verify", ceph.uri(name), str(tmp_path / "out.img"))
     with ceph.image(name):  # python-rbd, open read-write as a writer would be
         _, errors = reader.communicate(timeout=TIMEOUT)
     assert reader.returncode == 1, errors
