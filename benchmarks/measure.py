@@ -30,7 +30,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
-from devtools.devstack import Daemon
+from devtools.daemons import Daemon
 
 GNU_TIME = "/usr/bin/time"
 POISON = b"\xa5" * 4096  # stale bytes a copy must overwrite or zero

@@ -23,8 +23,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +35,8 @@ from typing import Any
 
 from asyncopy.core.sizes import parse_size
 from asyncopy.errors import UsageError
+from devtools.daemons import Daemon, alive, free_port, log_tails, spawn
+from devtools.daemons import stop as stop_daemon
 
 STATE_FILE = "devstack.json"
 POOL = "rbd"
@@ -57,15 +57,6 @@ REQUIRED = {
 
 class DevstackError(Exception):
     """The dev stack could not be started, inspected or stopped."""
-
-
-@dataclass(frozen=True)
-class Daemon:
-    """A process ``up`` started: its pid and the kernel's start time for that pid."""
-
-    name: str
-    pid: int
-    start_time: int
 
 
 @dataclass
@@ -170,7 +161,7 @@ def down(directory: Path) -> None:
 def status(directory: Path) -> dict[str, Any]:
     """Which daemons are alive, and whether the cluster answers I/O."""
     stack = Stack.load(directory.resolve())
-    daemons = {daemon.name: _alive(daemon) for daemon in stack.daemons}
+    daemons = {daemon.name: alive(daemon) for daemon in stack.daemons}
     try:
         _probe_io(stack, CLIENT_TIMEOUT)
         answers = True
@@ -183,9 +174,9 @@ def stop(stack: Stack) -> None:
     """Stop every daemon of the stack: SIGTERM, then SIGKILL if it lingers."""
     stuck = []
     for daemon in reversed(stack.daemons):
-        if daemon.name == "tgtd" and _alive(daemon):
+        if daemon.name == "tgtd" and alive(daemon):
             _shut_tgtd(stack)
-        if not _stop_daemon(daemon):
+        if not stop_daemon(daemon):
             stuck.append(f"{daemon.name} (pid {daemon.pid})")
         elif daemon.name == "tgtd" and stack.tgt_control_port is not None:
             for leftover in (
@@ -195,14 +186,6 @@ def stop(stack: Stack) -> None:
                 Path("/run/tgtd", leftover).unlink(missing_ok=True)  # tgtd leaves them behind
     if stuck:
         raise DevstackError(f"could not stop {', '.join(stuck)}")
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def client_conf(timeout: int = CLIENT_TIMEOUT) -> dict[str, str]:
@@ -450,7 +433,6 @@ def _tids(stack: Stack) -> set[int]:
 # -- processes ----------------------------------------------------------------------------
 
 _BACKTRACE = re.compile(r"^\s*\d+: ")
-_children: dict[int, subprocess.Popen[bytes]] = {}
 
 
 def _run(args: Sequence[str], directory: Path) -> str:
@@ -464,7 +446,7 @@ def _run(args: Sequence[str], directory: Path) -> str:
     if done.returncode != 0:
         lines = (done.stderr or done.stdout).strip().splitlines()
         detail = [line for line in lines if not _BACKTRACE.match(line)][-3:]
-        logs = _log_tails_in(directory)
+        logs = log_tails(directory)
         raise DevstackError(
             f"{' '.join(args[:3])}: exit {done.returncode}: {' / '.join(detail)}{logs}"
         )
@@ -473,60 +455,8 @@ def _run(args: Sequence[str], directory: Path) -> str:
 
 def _start(stack: Stack, name: str, args: Sequence[str]) -> None:
     """Start a daemon and record it at once, so that ``down`` finds it whatever happens next."""
-    stack.daemons.append(_spawn(name, args, Path(stack.dir)))
+    stack.daemons.append(spawn(name, args, Path(stack.dir)))
     stack.save()
-
-
-def _spawn(name: str, args: Sequence[str], directory: Path) -> Daemon:
-    log = open(directory / "log" / f"{name}.out", "ab")  # noqa: SIM115 (the child keeps it)
-    with log:
-        child = subprocess.Popen(
-            args,
-            cwd=directory,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # Ctrl-C in the caller's terminal does not reach it
-        )
-    _children[child.pid] = child
-    return Daemon(name, child.pid, _start_time(child.pid) or 0)
-
-
-def _start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (start time in clock ticks); None if there is no such pid."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":  # a zombie has exited
-        return None
-    return int(fields[19])
-
-
-def _alive(daemon: Daemon) -> bool:
-    return _start_time(daemon.pid) == daemon.start_time
-
-
-def _stop_daemon(daemon: Daemon, grace: float = 5.0) -> bool:
-    """Stop one daemon if it is still the process ``up`` started; False if it will not die."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _alive(daemon):
-            break
-        with suppress(ProcessLookupError):  # it exited after the check
-            os.kill(daemon.pid, sig)
-        end = time.monotonic() + grace
-        while _alive(daemon) and time.monotonic() < end:
-            _reap(daemon.pid)
-            time.sleep(0.05)
-    _reap(daemon.pid)
-    return not _alive(daemon)
-
-
-def _reap(pid: int) -> None:
-    child = _children.get(pid)
-    if child is not None and child.poll() is not None:
-        del _children[pid]
 
 
 def _not_yet() -> tuple[type[Exception], ...]:
@@ -544,7 +474,7 @@ def _until(deadline: float, stack: Stack, attempt: Any) -> None:
             attempt()
             return
         except _not_yet() as exc:
-            dead = [d.name for d in stack.daemons if not _alive(d)]
+            dead = [d.name for d in stack.daemons if not alive(d)]
             if dead or time.monotonic() >= deadline:
                 why = f"{', '.join(dead)} exited" if dead else "timed out"
                 tails = _log_tails(stack)
@@ -553,17 +483,7 @@ def _until(deadline: float, stack: Stack, attempt: Any) -> None:
 
 
 def _log_tails(stack: Stack, lines: int = 5) -> str:
-    return _log_tails_in(Path(stack.dir), lines)
-
-
-def _log_tails_in(directory: Path, lines: int = 5) -> str:
-    """The last lines of each daemon log under ``directory``, for an error message."""
-    tails = []
-    for log in sorted((directory / "log").glob("*")):
-        text = log.read_text(errors="replace").strip().splitlines()[-lines:]
-        if text:
-            tails.append(f"\n--- {log.name}:\n" + "\n".join(text))
-    return "".join(tails)
+    return log_tails(Path(stack.dir), lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,7 +26,7 @@ from benchmarks.scenarios import (
     write_file,
     write_manifest,
 )
-from devtools.devstack import Daemon
+from devtools.daemons import Daemon
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1 << 20

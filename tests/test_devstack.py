@@ -21,7 +21,7 @@ from asyncopy.api import copy_sync, copy_uri, verify_uris
 from asyncopy.core.engine import copy
 from asyncopy.errors import CopyFailed, EndpointError
 from asyncopy.specs import EndpointOptions, open_sink, open_source
-from devtools import devstack
+from devtools import daemons, devstack
 from tests.cephtools import Cluster, MiB
 from tests.conftest import write_pattern
 
@@ -95,27 +95,27 @@ def test_down_stops_exactly_its_processes_and_is_idempotent(
     directory = tmp_path / "stack"
     done = run("up", str(directory), "--osd-size", "64M")
     assert done.returncode == 0, done.stderr
-    daemons = [devstack.Daemon(**d) for d in json.loads(done.stdout)["daemons"]]
-    assert [d.name for d in daemons] == ["ceph-mon", "ceph-osd", "tgtd"]
-    assert all(os.path.exists(f"/proc/{d.pid}") for d in daemons)
+    started = [daemons.Daemon(**d) for d in json.loads(done.stdout)["daemons"]]
+    assert [d.name for d in started] == ["ceph-mon", "ceph-osd", "tgtd"]
+    assert all(os.path.exists(f"/proc/{d.pid}") for d in started)
     control = Path(f"/run/tgtd/socket.{json.loads(done.stdout)['tgt_control_port']}")
     assert control.exists()
     for _ in range(2):
         done = run("down", str(directory))
         assert done.returncode == 0, done.stderr
     assert not directory.exists()
-    assert not any(devstack._alive(d) for d in daemons)
+    assert not any(daemons.alive(d) for d in started)
     assert not control.exists()  # nor its lock: tgtd leaves both behind
-    assert all(devstack._alive(d) for d in stack.daemons)  # another stack is untouched
+    assert all(daemons.alive(d) for d in stack.daemons)  # another stack is untouched
 
 
 def test_a_pid_that_is_not_the_started_process_is_never_signalled(
     stack: devstack.Stack,
 ) -> None:
     mon = stack.daemons[0]
-    impostor = devstack.Daemon(mon.name, mon.pid, mon.start_time + 1)  # a reused pid
+    impostor = daemons.Daemon(mon.name, mon.pid, mon.start_time + 1)  # a reused pid
     devstack.stop(devstack.Stack(stack.dir, "", "", "", None, None, [impostor]))
-    assert devstack._alive(mon)
+    assert daemons.alive(mon)
 
 
 def test_down_leaves_a_directory_that_is_not_a_stack_alone(tmp_path: Path) -> None:
@@ -137,7 +137,7 @@ def test_a_stack_that_does_not_start_says_why_and_leaves_nothing_running(tmp_pat
     assert "full osd" in str(failure.value)  # from the daemons' log tails
     state = devstack.Stack.load(directory)
     assert state.daemons
-    assert not any(devstack._alive(d) for d in state.daemons)
+    assert not any(daemons.alive(d) for d in state.daemons)
     devstack.down(directory)
     assert not directory.exists()
 
