@@ -18,7 +18,7 @@ the export. Temporary files of this process and its children go to DIR/tmp (``TM
 that what the copies leave behind is told apart from what other processes do.
 
 A volume is created through the RBD backend's manager, scattered data is written into it with
-librbd, and it is migrated there and back while a green thread polls its admin metadata for
+librbd, and it is migrated there and back while a green thread polls its metadata for
 ``migration_progress``. The last line on stdout is one JSON object: per direction the wall
 seconds of ``migrate_volume``, the migration status, the new host, whether the destination's
 xxh3-128 digest (every byte) equals the original's, the allocated bytes of source and
@@ -497,10 +497,10 @@ class Cinder:
             time.sleep(0.1)
         return others
 
-    def admin_metadata(self, volume_id: str) -> dict[str, str]:
+    def metadata(self, volume_id: str) -> dict[str, str]:
         from cinder.db import api as db
 
-        return dict(db.volume_admin_metadata_get(self.ctxt, volume_id))
+        return dict(db.volume_metadata_get(self.ctxt, volume_id))
 
     def attachments_not_detached(self) -> list[str]:
         from cinder.db import api as db
@@ -523,7 +523,7 @@ class Cinder:
 
 
 class ProgressPoller:
-    """A green thread reading a volume's admin metadata every POLL_SECONDS (``threading``
+    """A green thread reading a volume's metadata every POLL_SECONDS (``threading``
     and ``time.sleep`` are eventlet's here, as everywhere in cinder-volume)."""
 
     def __init__(self, cinder: Cinder, volume_id: str) -> None:
@@ -538,9 +538,9 @@ class ProgressPoller:
     def _run(self) -> None:
         while self.running:
             try:
-                value = self.cinder.admin_metadata(self.volume_id).get(PROGRESS_KEY)
+                value = self.cinder.metadata(self.volume_id).get(PROGRESS_KEY)
             except Exception as exc:
-                self.error = f"polling admin metadata: {type(exc).__name__}: {exc}"
+                self.error = f"polling metadata: {type(exc).__name__}: {exc}"
                 return
             self.polls += 1
             if value is not None and (not self.samples or self.samples[-1] != value):
@@ -577,7 +577,7 @@ def migrate_once(
         result.error = f"{result.error or ''} temporary volumes left: {left}".strip()
     volume.refresh()
     result.migration_status, result.host = volume.migration_status, volume.host
-    result.progress_after = cinder.admin_metadata(volume.id).get(PROGRESS_KEY)
+    result.progress_after = cinder.metadata(volume.id).get(PROGRESS_KEY)
     if result.error is None:
         result.digest_equal = backends.digest(destination, volume.name) == digest
         result.destination_allocated = backends.allocated(destination, volume.name)
@@ -590,7 +590,7 @@ def interrupt_once(
     """Kill a migration's green thread once its copy is under way; what is left right after."""
     migrating = eventlet.spawn(cinder.migrate, volume, source, destination)
     deadline = time.monotonic() + SETTLE_SECONDS
-    while PROGRESS_KEY not in cinder.admin_metadata(volume.id):
+    while PROGRESS_KEY not in cinder.metadata(volume.id):
         if migrating.dead or time.monotonic() > deadline:
             return {"error": "the migration ended before its copy was seen under way"}
         time.sleep(POLL_SECONDS)
@@ -604,7 +604,7 @@ def interrupt_once(
         "copy_children": [c for c in child_processes() if "asyncopy.cinder.child" in c],
         "source_watchers": backends.watchers(volume.name),
         "attachments": cinder.attachments_not_detached(),
-        "progress_after": cinder.admin_metadata(volume.id).get(PROGRESS_KEY),
+        "progress_after": cinder.metadata(volume.id).get(PROGRESS_KEY),
     }
 
 

@@ -18,9 +18,11 @@ asyncopy copies between what they return, a device or file path or an os-brick
   runs at once, as Cinder splits it. ``[asyncopy] ionice`` sets the copies' I/O priority.
 - The copy is verified (re-read and compared) unless ``[asyncopy] verify = false``.
 - While it copies, the volume the operator sees (the one migrated or reverted, not the
-  temporary one) carries ``migration_progress`` in its admin metadata (percent, bytes,
-  rate, time left), written at most every ``PROGRESS_INTERVAL`` seconds and removed when the copy
-  ends, however it ends.
+  temporary one) carries ``migration_progress`` in its metadata (percent, bytes, rate, time
+  left), written at most every ``PROGRESS_INTERVAL`` seconds and removed when the copy ends,
+  however it ends. The volume's metadata, not its admin metadata: the API shows an admin
+  metadata key only if it is ``readonly`` or ``attached_mode``, so ``openstack volume show``
+  would never show it.
 - Where asyncopy cannot copy as well or as safely, Cinder's own copy runs, and the log says
   why: an encryption change (the data must pass through dm-crypt on both ends) or a handle
   asyncopy cannot open.
@@ -206,7 +208,7 @@ def _shown_volume(src_vol: Any, dest_vol: Any) -> Any:
 
 
 class ProgressNote:
-    """Writes a copy's progress into a volume's admin metadata, at most every
+    """Writes a copy's progress into a volume's metadata, at most every
     ``PROGRESS_INTERVAL`` seconds (the first report at once); never fails the copy."""
 
     def __init__(self, db: Any, ctxt: Any, volume_id: str) -> None:
@@ -225,9 +227,7 @@ class ProgressNote:
         left = "" if progress.eta is None else f", {progress.eta:.0f} s left"
         text = f"{percent}% ({done} of {total} bytes, {progress.rate / MiB:.1f} MiB/s{left})"
         try:
-            self.db.volume_admin_metadata_update(
-                self.ctxt, self.volume_id, {PROGRESS_KEY: text}, False
-            )
+            self.db.volume_metadata_update(self.ctxt, self.volume_id, {PROGRESS_KEY: text}, False)
         except Exception as exc:
             LOG.warning("Cannot record the copy's progress on volume %s: %s", self.volume_id, exc)
 
@@ -235,6 +235,6 @@ class ProgressNote:
         if self.last is None:
             return
         try:
-            self.db.volume_admin_metadata_delete(self.ctxt, self.volume_id, PROGRESS_KEY)
+            self.db.volume_metadata_delete(self.ctxt, self.volume_id, PROGRESS_KEY)
         except Exception as exc:
             LOG.warning("Cannot remove %s from volume %s: %s", PROGRESS_KEY, self.volume_id, exc)
