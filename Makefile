@@ -1,4 +1,6 @@
 # make test: lint, types and the test suite; make demo: the end-to-end demonstration;
+# make e2e: a real OpenStack block-storage service on loopback, tempest's migration tests and
+# the project's tempest plugin, with asyncopy's manager and with Cinder's own;
 # make bench: asyncopy beside its peers on every path (benchmarks/RESULTS.md).
 # Both install what is missing: Debian packages and the virtualenv in .venv.
 SHELL := /bin/bash
@@ -7,16 +9,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 DEBS := util-linux ceph-mon ceph-osd ceph-common python3-rados python3-rbd tgt \
 	qemu-utils qemu-block-extra libiscsi-dev libiscsi-bin librbd-dev librados-dev gcc time \
-	cgroup-tools
+	cgroup-tools mariadb-server rabbitmq-server nfs-common
 CODE := asyncopy devtools tests benchmarks scripts
 
-.PHONY: test lint demo bench deps bytecode clean
+.PHONY: test lint demo e2e bench deps bytecode clean
 
 $(BIN)/.installed: pyproject.toml setup.py asyncopy/access/_iscsi_build.py scripts/link-ceph-python asyncopy/access/_rbd_build.py
 	scripts/ensure-debs $(DEBS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -e '.[test,bench,e2e]'
 	scripts/link-ceph-python $(VENV)
 	touch $@
 
@@ -37,6 +39,10 @@ bytecode: deps
 
 demo: bytecode
 	$(BIN)/python -m scripts.demo
+
+# E2E_ARGS: e.g. --managers asyncopy, --workdir DIR (see --help)
+e2e: bytecode
+	$(BIN)/python -m devtools.e2e $(E2E_ARGS)
 
 # BENCH_ARGS: e.g. --quick, --size 1G, --paths rbd-rbd,rbd-file, --layouts 50 (see --help)
 bench: bytecode
