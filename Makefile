@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 DEBS := util-linux ceph-mon ceph-osd ceph-common python3-rados python3-rbd tgt \
 	qemu-utils qemu-block-extra libiscsi-dev libiscsi-bin librbd-dev librados-dev gcc time \
 	cgroup-tools mariadb-server rabbitmq-server nfs-common
-CODE := asyncopy devtools tests benchmarks scripts
+CODE := asyncopy devtools tests benchmarks scripts tempest_plugin
 
 .PHONY: test lint demo e2e bench deps bytecode clean
 
