@@ -14,11 +14,12 @@ CODE := asyncopy devtools tests benchmarks scripts tempest_plugin
 
 .PHONY: test lint demo e2e bench deps bytecode clean
 
-$(BIN)/.installed: pyproject.toml setup.py asyncopy/access/_iscsi_build.py scripts/link-ceph-python asyncopy/access/_rbd_build.py
+$(BIN)/.installed: pyproject.toml setup.py asyncopy/access/_iscsi_build.py scripts/link-ceph-python asyncopy/access/_rbd_build.py tempest_plugin/pyproject.toml
 	scripts/ensure-debs $(DEBS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,bench,e2e]'
+	$(BIN)/pip install --quiet -e tempest_plugin
 	scripts/link-ceph-python $(VENV)
 	touch $@
 
