@@ -153,7 +153,11 @@ def table(reports: Sequence[ManagerReport]) -> str:
     rows: dict[tuple[str, str, str], dict[str, dict[str, Any]]] = {}
     for report in reports:
         for item in report.migrations:
-            key = (item["test"], item["kind"], f"{item['source']} -> {item['destination']}")
+            key = (
+                item["test"],
+                item["kind"],
+                f"{item['source_backend']} -> {item['destination_backend']}",
+            )
             rows.setdefault(key, {})[report.manager] = item
     head = "| test | kind | direction | " + " | ".join(
         f"{m} s | {m} dest. allocated" for m in managers
