@@ -193,8 +193,10 @@ def _split(text: str) -> list[str]:
     return fields
 
 
-def settings(spec: RbdSpec, options: CephOptions) -> Settings:
-    """The client settings: the spec's options, then asyncopy's own, which always win."""
+def settings(spec: RbdSpec, options: CephOptions, direction: str = "read") -> Settings:
+    """The client settings: the spec's options, then asyncopy's own, which always win; a
+    ``direction`` ("read" or "write") of its own, so that a source and a destination on one
+    cluster never share a connection."""
     from asyncopy.access.librbd import Settings
 
     conffile = spec.conf or options.conf
@@ -212,17 +214,23 @@ def settings(spec: RbdSpec, options: CephOptions) -> Settings:
     }
     keyring = [("keyring", spec.keyring)] if spec.keyring else []
     return Settings(
-        conffile, spec.user, (*DEFAULTS.items(), *spec.options, *keyring, *forced.items())
+        conffile,
+        spec.user,
+        (*DEFAULTS.items(), *spec.options, *keyring, *forced.items()),
+        direction,
     )
 
 
 @asynccontextmanager
-async def connect(spec: RbdSpec, options: CephOptions) -> AsyncIterator[Pool]:
-    """The spec's pool (and namespace) on the process's connection to its cluster."""
+async def connect(
+    spec: RbdSpec, options: CephOptions, direction: str = "read"
+) -> AsyncIterator[Pool]:
+    """The spec's pool (and namespace) on the process's connection to its cluster for
+    ``direction`` ("read" or "write")."""
     from asyncopy.access.librbd import pool
 
     name = str(spec)
-    client = settings(spec, options)
+    client = settings(spec, options, direction)
     try:
         deadline = 2 * options.timeout
         async with pool(client, spec.pool, spec.namespace, deadline, options.timeout) as ioctx:

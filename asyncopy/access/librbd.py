@@ -1,9 +1,13 @@
 """librados and librbd through cffi (``asyncopy.access._librbd``): a thin layer, driven from trio.
 
-- **One connection per cluster per process.** ``connection(settings)`` hands out a shared,
-  counted librados connection keyed by its settings (configuration file, user, options): a
-  source and a destination on one cluster share it, and it is shut down when the last user
-  leaves.
+- **One connection per cluster and direction per process.** ``connection(settings)`` hands
+  out a shared, counted librados connection keyed by its settings (configuration file, user,
+  options, and ``direction``): images read share one, images written another, and each is
+  shut down when its last user leaves. A source and a destination on one cluster sharing one
+  connection share its one session with each OSD: a dense 2.5 GiB rbd -> rbd copy took
+  3.1-3.6 s that way and 2.3-2.4 s with a connection each (as qemu-img, which opens one per
+  image); more messenger threads or larger objecter throttles on the shared one did not
+  help (``benchmarks/RESULTS.md``).
 - **No thread hop, no GIL taken by librbd.** Reads and writes are ``rbd_aio_*`` requests made
   from the event loop, straight into or out of the caller's buffer, with completions that have
   no callback: librbd queues each on the image and signals the image's eventfd. One waiting
@@ -59,6 +63,7 @@ class Settings:
     conf: str | None  # a ceph.conf; None: librados' default search, if any is found
     user: str | None  # the cephx id (without "client."); None: admin
     options: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold a key
+    direction: str = ""  # "read" or "write": never sent to librados, only keeps them apart
 
 
 class Health:

@@ -84,7 +84,7 @@ async def open_rbd_sink(
     if spec.snapshot:
         raise UsageError(f"{spec}: a snapshot cannot be written")
     order, features = create.order(), create.feature_bits()
-    async with connect(spec, options) as ioctx:
+    async with connect(spec, options, "write") as ioctx:
         created = False
         if not must_exist:
             created = await _create(ioctx, spec, size, order, features, create.data_pool)
