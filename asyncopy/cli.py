@@ -43,6 +43,7 @@ EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 EXIT_HUNG_UP, EXIT_INTERRUPTED, EXIT_TERMINATED = 129, 130, 143
 MAX_TIMEOUT = float(settings.MAX_TIMEOUT)  # seconds, for --ceph-timeout and --iscsi-timeout
 MIN_CEPH_TIMEOUT = float(settings.MIN_CEPH_TIMEOUT)
+VERIFY_DEPTH = 8  # chunks a verify reads at once, unless --depth or [asyncopy] depth says
 _LIBRADOS = "librados' default"
 
 
@@ -74,7 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     cp.add_argument("--manifest", type=Path, help="write the source's digests to this file")
     cp.add_argument("--chunk-size", help=_default("I/O and digest unit", "chunk_size"))
-    cp.add_argument("--depth", type=int, help=_default("chunks in flight", "depth"))
+    cp.add_argument(
+        "--depth",
+        type=int,
+        help=_default("chunks in flight, fixed", "depth", "tuned by the copy's own throughput"),
+    )
     cp.add_argument("--max-inflight", help=_default("buffer budget", "max_inflight"))
     cp.add_argument(
         "--sparse-size",
@@ -171,7 +176,9 @@ def _parser() -> argparse.ArgumentParser:
     _config_file(vf)
     vf.add_argument("--manifest", type=Path, help="manifest to check A against")
     vf.add_argument("--chunk-size", help=_default("digest unit", "chunk_size"))
-    vf.add_argument("--depth", type=int, help=_default("chunks in flight", "depth"))
+    vf.add_argument(
+        "--depth", type=int, help=_default("chunks in flight", "depth", str(VERIFY_DEPTH))
+    )
     vf.add_argument("--json", action="store_true", help="print one JSON object")
     vf.add_argument(
         "--conf",
@@ -328,7 +335,7 @@ def _verify(args: argparse.Namespace) -> int:
         raise UsageError("verify takes A B, or --manifest PATH A")
     values = _settings(args.config_file)
     chunk_size = settings.given_or(_size(args.chunk_size, "chunk size"), values.chunk_size)
-    depth = settings.given_or(args.depth, values.depth)
+    depth = settings.given_or(args.depth, values.depth) or VERIFY_DEPTH
     check_counts(chunk_size, depth)
     check_memory(chunk_size, depth)
     options = _endpoint_options(args, values, args.conf)

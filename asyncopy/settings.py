@@ -33,7 +33,7 @@ class Settings:
     """The ``[asyncopy]`` group's values, converted and checked; sizes in bytes."""
 
     chunk_size: int
-    depth: int
+    depth: int | None  # None: the in-flight window tunes itself
     max_inflight: int
     sparse_size: int
     verify: bool

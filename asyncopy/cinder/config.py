@@ -65,14 +65,15 @@ OPTS: list[cfg.Opt] = [
         "depth",
         default=_DEFAULTS.depth,
         min=1,
-        help="Chunks in flight at most.",
+        help="Chunks in flight, fixed. Unset, a copy tunes it by its own throughput (more "
+        "chunks while that gains, fewer when it does not), within max_inflight.",
     ),
     cfg.Opt(
         "max_inflight",
         type=Size(),
         default=_DEFAULTS.max_inflight,
-        help="Buffer budget: at most min(depth, max_inflight / chunk_size) chunks are held "
-        "at once. At least chunk_size.",
+        help="Buffer budget: at most max_inflight / chunk_size chunks (and depth, if set) are "
+        "held at once. At least chunk_size.",
     ),
     cfg.Opt(
         "sparse_size",

@@ -4,9 +4,11 @@ Design:
 - The source is cut on the digest grid of ``chunk_size`` chunks. A planner asks the source's
   allocation map window by window and sends each chunk down an unbuffered channel, merging
   chunks with no data into zero runs (nothing is read for them).
-- ``workers`` tasks, each owning one aligned buffer, take chunks: the engine's own buffers
-  are workers * chunk_size bytes, whatever the volume size (a library may hold as much
-  again in requests in flight: librados' receive buffers). A worker reads the
+- ``workers`` tasks take chunks, each chunk in a slot of the in-flight window
+  (``asyncopy.core.window``) with one of its aligned buffers: ``--depth`` slots, or as many
+  as the window finds worth it, within ``max_inflight``. The engine's own buffers are at most
+  max_inflight bytes, whatever the volume size (a library may hold as much again in requests
+  in flight: librados' receive buffers). A worker reads the
   chunk's data ranges into it (the rest of the buffer is zero-filled), hashes it and finds
   its all-zero ``sparse_size`` blocks on the event loop (for a 4 MiB chunk that costs less
   than a hop to a thread and back), then writes the data runs from the same buffer. Chunks
@@ -38,7 +40,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -67,12 +69,14 @@ from asyncopy.core.plan import (
 from asyncopy.core.progress import Meter, Progress
 from asyncopy.core.rate import RateLimit
 from asyncopy.core.verify import DIGEST_SIZE, DigestTable, chunk_digest, digest_volume
+from asyncopy.core.window import Window
 from asyncopy.errors import EndpointError, UsageError, VerificationFailed
 
 MiB = 1 << 20
 DEFAULT_CHUNK_SIZE = 4 * MiB
-DEFAULT_DEPTH = 8  # as qemu-img convert; 16 was no faster in benchmarks/ and held more memory
+DEFAULT_DEPTH = None  # the window tunes itself; a number fixes it
 DEFAULT_MAX_INFLIGHT = 64 * MiB
+ADAPTIVE_LIMIT = 64  # chunks in flight a tuned window may reach (max_inflight bounds it too)
 DEFAULT_SPARSE_SIZE = 4096  # as qemu-img convert -S
 UNHASHED = bytes(DIGEST_SIZE)  # what a chunk's digest is when no hashing was asked for
 ZERO_STEP = 1 << 30  # a zero run on a sink to be zeroed: zeroed and journaled in such pieces
@@ -85,7 +89,7 @@ class CopyOptions:
     """How to copy. Sizes in bytes; ``sparse_size`` 0 writes every byte (fully allocated)."""
 
     chunk_size: int = DEFAULT_CHUNK_SIZE
-    depth: int = DEFAULT_DEPTH
+    depth: int | None = DEFAULT_DEPTH  # chunks in flight; None: tuned (``core.window``)
     max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT
     sparse_size: int = DEFAULT_SPARSE_SIZE
     verify: bool = False
@@ -93,7 +97,7 @@ class CopyOptions:
     progress_interval: float = 0.5
 
     def __post_init__(self) -> None:
-        check_counts(self.chunk_size, self.depth)
+        check_counts(self.chunk_size, 1 if self.depth is None else self.depth)
         if self.sparse_size < 0 or (self.sparse_size and self.chunk_size % self.sparse_size):
             raise UsageError(
                 f"sparse size {self.sparse_size} must divide the chunk size {self.chunk_size}"
@@ -107,7 +111,9 @@ class CopyOptions:
 
     @property
     def workers(self) -> int:
-        return min(self.depth, self.max_inflight_bytes // self.chunk_size)
+        """The most chunks in flight: ``depth``, or what a tuned window may reach."""
+        most = ADAPTIVE_LIMIT if self.depth is None else self.depth
+        return min(most, self.max_inflight_bytes // self.chunk_size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +132,7 @@ class CopyResult:
     verify_seconds: float = 0.0  # of ``seconds``, the re-read
     # on the destination already: found done in a journal, or unchanged since a base snapshot
     bytes_unchanged: int = 0
+    depth: int = 0  # the most chunks the window let in flight at once
 
     def summary(self) -> dict[str, Any]:
         """The figures as a JSON-ready dict (digests left out)."""
@@ -139,6 +146,7 @@ class CopyResult:
             "verified": self.verified,
             "verify_seconds": round(self.verify_seconds, 6),
             "bytes_unchanged": self.bytes_unchanged,
+            "depth": self.depth,
         }
 
 
@@ -240,6 +248,9 @@ class _Copy:
         self.tail = aligned_buffer(sink.block_size)
         block = math.lcm(source.block_size, sink.block_size)
         self.buffer_size = buffer_size(options.chunk_size, source.size, block)
+        self.window = Window(
+            options.workers, self.buffer_size, aligned_buffer, fixed=options.depth is not None
+        )
         # A source that hands its own buffers over, when the sink takes any buffer
 
     def skip_done(self, journal: Journal | None, unchanged: bytearray | None) -> None:
@@ -267,8 +278,8 @@ class _Copy:
 
     async def run(self) -> CopyResult:
         started = time.monotonic()
-        # The buffers live only as long as fan_out: verification then allocates its own.
-        workers = [self._worker() for _ in range(self.options.workers)]
+        # The buffers live only as long as the window: verification then allocates its own.
+        workers = [self._work for _ in range(self.options.workers)]
         copying = partial(fan_out, self._produce, workers)
         if self.journal is None:
             await copying()
@@ -298,6 +309,7 @@ class _Copy:
             digests=self.digests if self.hashing else None,
             verify_seconds=ended - copied if self.options.verify else 0.0,
             bytes_unchanged=self.resumed,
+            depth=self.window.largest,
         )
 
     async def _produce(self, send: trio.MemorySendChannel[Work]) -> None:
@@ -356,10 +368,9 @@ class _Copy:
         assert self.journal is not None
         await trio.to_thread.run_sync(self.journal.append, records)
 
-    def _worker(self) -> Callable[[Work], Awaitable[None]]:
-        buf = aligned_buffer(self.buffer_size)
-
-        async def work(item: Work) -> None:
+    async def _work(self, item: Work) -> None:
+        """One chunk, or one zero run, in a slot of the window."""
+        async with self.window.slot() as buf:
             if isinstance(item, ZeroRun):
                 for piece in self._zero_pieces(item):
                     self.digests.set_zero(piece.offset, piece.length)
@@ -369,9 +380,8 @@ class _Copy:
             else:
                 digest = await self._copy_chunk(item, buf[: item.length])
                 self._done(item.offset, item.length, digest)
-            self._report()
-
-        return work
+                self.window.done(item.length)
+        self._report()
 
     def _zero_pieces(self, run: ZeroRun) -> Iterator[ZeroRun]:
         """A zero run whole for a sink known to read zeros; else in pieces of about
@@ -469,7 +479,7 @@ class _Copy:
             self.sink,
             self.source.size,
             self.options.chunk_size,
-            self.options.workers,
+            self.window.size,
             self.rate,
         )
         differing = expected.differing(actual)
@@ -489,7 +499,7 @@ class _Copy:
             self.source,
             self.source.size,
             size,
-            max(1, self.options.workers // 2),
+            max(1, self.window.size // 2),
             self.rate,
             ranges=skipped,
         )
