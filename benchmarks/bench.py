@@ -21,8 +21,11 @@
    meanwhile. The sources, and the extras' outputs, are checked with ``qemu-img compare``.
    A wrong copy or a failing command stops everything with one line.
 4. The extras: ``copy --verify`` against the copy alone (rows of the main table), ``asyncopy
-   verify`` against ``qemu-img compare``, a thin 64 GiB image against a dense 256 MiB one, and
-   asyncopy's peak RSS at 1, 4 and 16 GiB (each image holding the same 128 MiB).
+   verify`` against ``qemu-img compare``, a thin 64 GiB image against a dense 256 MiB one,
+   asyncopy's peak RSS at 1, 4 and 16 GiB (each image holding the same 128 MiB), and dense
+   rbd -> new rbd at 512 MiB and 2.5 GiB beside ``qemu-img convert -m 8 -W``, ``-m 16 -W``
+   and ``rbd cp``, with each tool's CPU slope between the sizes against the floor (``rbd
+   bench`` write + read, ``benchmarks/scaling.py``).
 5. ``results.json`` and the plots in ``--out``, the Markdown report at ``--markdown``; the
    targets table on stdout. Everything is torn down at the end, after an error and on Ctrl-C.
 
@@ -54,7 +57,7 @@ from typing import Any, TypeVar
 from asyncopy.core.engine import DEFAULT_MAX_INFLIGHT
 from asyncopy.core.sizes import human, parse_size
 from asyncopy.errors import AsyncopyError
-from benchmarks import report
+from benchmarks import report, scaling
 from benchmarks.cinder_runs import MANAGERS, migrate_there_and_back
 from benchmarks.measure import (
     BenchError,
@@ -70,7 +73,8 @@ from benchmarks.measure import (
 )
 from benchmarks.measure import run as run_command
 from benchmarks.measure import timed as timed_command
-from benchmarks.report import layout_name
+from benchmarks.report import layout_name, per_gib
+from benchmarks.scaling import FULL_SCALING, QUICK_SCALING, ScalingSizes
 from benchmarks.scenarios import (
     ASYNCOPY,
     LAYOUTS,
@@ -131,6 +135,7 @@ class Settings:
     settle: float
     sizes: ExtraSizes
     command: str
+    scaling: ScalingSizes = FULL_SCALING
     render: Path | None = None
 
     @property
@@ -140,9 +145,11 @@ class Settings:
 
     @property
     def osd_bytes(self) -> int:
-        """Room for a source and a thick destination, or the extras' largest pair, and slack."""
+        """Room for a source and a thick destination, or the extras' largest set, and slack."""
         rss = len(self.sizes.rss) * self.sizes.rss_data
         extras = 2 * max(self.sizes.thin_data + self.sizes.dense, rss)
+        if self.extras:
+            extras = max(extras, self.scaling.held)
         return max(2 * self.size, extras) + 2 * GiB
 
 
@@ -180,6 +187,7 @@ def parse_args(argv: Sequence[str]) -> Settings:
         extras=not args.no_extras,
         settle=0.2 if args.quick else 0.5,
         sizes=QUICK_EXTRAS if args.quick else FULL_EXTRAS,
+        scaling=QUICK_SCALING if args.quick else FULL_SCALING,
         command=shlex.join(["python", "-m", "benchmarks.bench", *argv]),
         render=args.render,
     )
@@ -287,6 +295,7 @@ class Bench:
         if self.s.extras:
             self.sparse_scaling()
             self.rss_scaling()
+            self.rbd_scaling()
         self.cinder_migrations()
 
     def make_destinations(self, cleanup: ExitStack) -> None:
@@ -566,6 +575,49 @@ class Bench:
         wanted = [(human(size), size, sizes.rss_data // OBJECT) for size in sizes.rss]
         with ExitStack() as made:
             self.asyncopy_rounds("rss", self.images(wanted, made))
+
+    def rbd_scaling(self) -> None:
+        """Dense rbd -> new rbd at two sizes, asyncopy against its peers, and the floor:
+        ``rbd bench`` first, on the empty pool (``benchmarks/scaling.py``)."""
+        sizes = self.s.scaling
+        floor = f"{self.pool}/floor"
+        with ExitStack() as made:
+            made.callback(self.remove_if_made, floor)
+            self.rbd_cli("create", "--size", f"{sizes.large // MiB}M", floor)
+            for round_number in range(self.s.repeats):
+                for run in scaling.floor_runs(
+                    self.timed, self.conf, floor, sizes.large, round_number
+                ):
+                    self.runs.append(run)
+                    cpu = per_gib(run.cpu_seconds or 0.0, run.size)
+                    log(f"floor round {round_number + 1}: {run.tool} {cpu:.2f} CPU-s/GiB")
+                    time.sleep(self.s.settle)
+        with ExitStack() as made:
+            cases = [self.dense_case(size, made) for size in (sizes.small, sizes.large)]
+            for round_number in range(self.s.repeats):
+                for case in cases:
+                    found = scaling.copiers(case.src, case.dst, self.conf)
+                    for tool in rotated(found, round_number):
+                        self.one(case, tool, round_number)
+
+    def dense_case(self, size: int, made: ExitStack) -> Case:
+        """A dense source image of the scaling table, copied onto a new ``dst`` by each run."""
+        name = scaling.image_name(size)
+        log(f"scaling: writing a {scaling.label(size)} image")
+        made.callback(self.remove_if_made, f"{self.pool}/{name}")
+        src, manifest = scaling.dense_source(self.conf, self.pool, self.work, size)
+        made.callback(manifest.unlink, missing_ok=True)
+        return Case(
+            group="scaling",
+            layout=scaling.label(size),
+            path=report.SCALING_PATH,
+            src=src,
+            dst=self.dst["rbd"],
+            reference=src.uri,
+            source_allocated=rbd_allocated(self.conf, f"{self.pool}/{name}"),
+            size=size,
+            manifest=str(manifest),
+        )
 
     def cinder_migrations(self) -> None:
         """Cinder's own migrate_volume RBD -> NFS -> RBD, stock and with asyncopy's manager,

@@ -11,7 +11,10 @@ wall time, never as the best peer), and the targets, each met or not with its fi
   --verify`` costing no more over the copy alone than that separate ``qemu-img compare``;
 - a 64 GiB thin image copied in <= 2x the time of a dense one holding as much data;
 - asyncopy's peak RSS <= 64 MiB + its in-flight budget, and flat across volume sizes;
-- no asyncopy destination more allocated than its source.
+- no asyncopy destination more allocated than its source;
+- dense rbd -> new rbd at two sizes: asyncopy's wall <= 1.0x the best peer's at each size, and
+  its CPU slope (CPU-s per GiB between the sizes, start-up left out) <= 1.0x the best peer's;
+  every slope is also given against the floor, librados' own write + read per GiB.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ RSS_LIMIT = 64 * MiB + DEFAULT_MAX_INFLIGHT
 RSS_FLATNESS = 1.10
 ALLOCATION_SLACK = 1 * MiB  # file-system metadata of a file destination (extent blocks)
 ASYNCOPY_ROLES = ("asyncopy", "asyncopy --verify")
+SCALING_PATH = "rbd -> rbd"
+SCALING_LIMIT = 1.0  # asyncopy against the best peer, in wall time and in CPU slope
+FLOOR_TOOLS = ("rbd bench write", "rbd bench read")
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +244,7 @@ def targets(all_rows: Sequence[Row], runs: Sequence[Run]) -> list[Target]:
         *sparse_targets(all_rows),
         *rss_targets(all_rows, runs),
         *allocation_targets(runs),
+        *scaling_targets(all_rows),
     ]
 
 
@@ -421,6 +428,158 @@ def excess(run: Run) -> int:
     return (run.allocated or 0) - (run.source_allocated or 0)
 
 
+@dataclass(frozen=True, slots=True)
+class Slope:
+    """A tool's CPU per GiB between two sizes: the start-up, paid at both, cancels."""
+
+    tool: str
+    role: str
+    small: Row
+    large: Row
+
+    @property
+    def cpu_per_gib(self) -> float:
+        spent = cpu_seconds(self.large) - cpu_seconds(self.small)
+        return spent * GiB / (self.large.size - self.small.size)
+
+
+def cpu_seconds(row: Row) -> float:
+    """The median CPU-s of a row's runs (all of one size: its per-GiB median, scaled back)."""
+    return 0.0 if row.cpu is None else row.cpu.median * row.size / GiB
+
+
+@dataclass(frozen=True, slots=True)
+class Scaling:
+    """The dense rbd -> rbd copies at two or more sizes, and the floor's runs."""
+
+    rows: tuple[Row, ...]
+    floor: tuple[Row, ...]
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted({row.size for row in self.rows})
+
+    def at(self, size: int) -> list[Row]:
+        return [row for row in self.rows if row.size == size]
+
+    def asyncopy(self, size: int) -> Row | None:
+        return next((row for row in self.at(size) if row.role == "asyncopy"), None)
+
+    def slopes(self) -> list[Slope]:
+        """Each tool measured at the smallest and the largest size, in the order it ran."""
+        small, large = self.sizes[0], self.sizes[-1]
+        ends = {(row.tool, row.size): row for row in self.rows}
+        return [
+            Slope(row.tool, row.role, row, ends[(row.tool, large)])
+            for row in self.at(small)
+            if small < large and (row.tool, large) in ends and row.cpu is not None
+        ]
+
+    def best_slope(self) -> Slope | None:
+        peers = [slope for slope in self.slopes() if slope.role == "peer"]
+        return min(peers, key=lambda slope: slope.cpu_per_gib, default=None)
+
+    @property
+    def floor_cpu(self) -> float | None:
+        """The client's CPU-s per GiB of ``rbd bench`` write and read, summed (medians)."""
+        spent = [cpu_median(row) for row in self.floor]
+        found = [value for value in spent if value is not None]
+        return sum(found) if found and len(found) == len(spent) else None
+
+
+def scaling(all_rows: Sequence[Row]) -> Scaling | None:
+    chosen = tuple(row for row in all_rows if row.group == "scaling")
+    floor = tuple(row for row in all_rows if row.group == "floor")
+    return Scaling(chosen, floor) if chosen else None
+
+
+def scaling_targets(all_rows: Sequence[Row]) -> list[Target]:
+    table = scaling(all_rows)
+    if table is None:
+        return []
+    found = []
+    for size in table.sizes:
+        mine, best = table.asyncopy(size), best_peer(table.at(size))
+        value = None if mine is None else ratio(mine, best)
+        if mine is None or best is None or value is None:
+            continue
+        figure = (
+            f"{value:.2f}x: {seconds(mine.seconds.median)} vs {best.tool} "
+            f"{seconds(best.seconds.median)}"
+        )
+        name = f"{SCALING_PATH}, {mine.layout}: asyncopy <= {SCALING_LIMIT:.1f}x best peer"
+        found.append(
+            Target(name, figure, f"<= {SCALING_LIMIT:.2f}x", value <= SCALING_LIMIT, value)
+        )
+    mine_slope = next((s for s in table.slopes() if s.role == "asyncopy"), None)
+    best_slope = table.best_slope()
+    if mine_slope is not None and best_slope is not None and best_slope.cpu_per_gib > 0:
+        value = mine_slope.cpu_per_gib / best_slope.cpu_per_gib
+        figure = (
+            f"{value:.2f}x: {mine_slope.cpu_per_gib:.2f} vs {best_slope.tool} "
+            f"{best_slope.cpu_per_gib:.2f} CPU-s/GiB"
+        )
+        name = (
+            f"{SCALING_PATH}, dense {human(mine_slope.small.size)} to "
+            f"{human(mine_slope.large.size)}: asyncopy CPU slope <= {SCALING_LIMIT:.1f}x "
+            "the best peer's"
+        )
+        found.append(
+            Target(name, figure, f"<= {SCALING_LIMIT:.2f}x", value <= SCALING_LIMIT, value)
+        )
+    return found
+
+
+def scaling_json(table: Scaling) -> dict[str, Any]:
+    """Per size and tool the medians and asyncopy's ratios; per tool the slope."""
+    floor = table.floor_cpu
+    best = table.best_slope()
+    rows = []
+    for size in table.sizes:
+        same = table.at(size)
+        for row in same:
+            rows.append(
+                {
+                    "size": size,
+                    "volume": row.layout,
+                    "tool": row.tool,
+                    "role": row.role,
+                    "seconds": row.seconds.median,
+                    "cpu_seconds": cpu_seconds(row),
+                    "peak_rss": row.peak_rss,
+                    "best_peer_seconds": best_tool(same, WALL),
+                    "ratio_best_peer_seconds": ratio(row, best_peer(same, WALL), WALL),
+                    "best_peer_cpu": best_tool(same, CPU),
+                    "ratio_best_peer_cpu": ratio(row, best_peer(same, CPU), CPU),
+                }
+            )
+    slopes = [
+        {
+            "tool": slope.tool,
+            "role": slope.role,
+            "cpu_per_gib": slope.cpu_per_gib,
+            "ratio_floor": slope.cpu_per_gib / floor if floor else None,
+            "ratio_best_peer": (
+                slope.cpu_per_gib / best.cpu_per_gib if best and best.cpu_per_gib > 0 else None
+            ),
+        }
+        for slope in table.slopes()
+    ]
+    return {
+        "sizes": table.sizes,
+        "floor_cpu_per_gib": floor,
+        "floor": {row.tool: cpu_median(row) for row in table.floor},
+        "rows": rows,
+        "slopes": slopes,
+        "best_peer_slope": best.tool if best else None,
+    }
+
+
+def best_tool(same: Sequence[Row], metric: Metric) -> str | None:
+    best = best_peer(same, metric)
+    return None if best is None else best.tool
+
+
 # -- writing ------------------------------------------------------------------------------
 
 
@@ -467,6 +626,9 @@ def write(results: Results, out: Path, markdown: Path) -> list[Target]:
         "paths": [path_json(summary) for summary in path_summaries(all_rows)],
         "targets": [asdict(goal) for goal in goals],
     }
+    table = scaling(all_rows)
+    if table is not None:
+        document["scaling"] = scaling_json(table)
     (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
     drawn = draw(results, all_rows, plots)
     links = {name: os.path.relpath(path, markdown.parent) for name, path in drawn.items()}
@@ -540,6 +702,9 @@ def render(
         parts.append(layout_section(layout, title, all_rows, results, links))
     parts.append(ceiling_section(all_rows))
     parts.append(extras_section(all_rows, links))
+    table = scaling(all_rows)
+    if table is not None:
+        parts.append(scaling_section(table))
     if results.cinder_migrations:
         parts.append(cinder_section(results.cinder_migrations))
     if results.not_applicable:
@@ -742,6 +907,66 @@ def cinder_section(migrations: Sequence[dict[str, Any]]) -> str:
         cells.append(format_ratio(medians[1] / medians[0] if medians[0] else None))
         lines.append(f"| {md(direction)} | {' | '.join(cells)} |")
     return "\n".join(lines)
+
+
+def scaling_section(table: Scaling) -> str:
+    """The dense rbd -> new rbd copies per size and tool, then each tool's CPU slope."""
+    lines = [
+        "## rbd -> rbd scaling (dense)",
+        "",
+        "Dense images (every 4 MiB object random bytes) copied onto a new image: asyncopy "
+        "`copy` at its defaults, `qemu-img convert -f raw -O raw -m 8 -W` and `-m 16 -W`, "
+        "`rbd cp`; medians (min-max) of the interleaved rounds, process start included; "
+        "CPU is the copier's user + sys. Ratios are against the best peer in that figure.",
+        "",
+        *header("volume", "tool", "wall s", "CPU-s", "peak RSS", "wall ratio", "CPU ratio"),
+    ]
+    for size in table.sizes:
+        same = table.at(size)
+        for row in same:
+            cpu = "n/a" if row.cpu is None else spread(scaled(row.cpu, row.size / GiB))
+            cells = [
+                row.layout,
+                md(row.tool),
+                spread(row.seconds),
+                cpu,
+                size_or_na(row.peak_rss, "none"),
+                format_ratio(ratio(row, best_peer(same, WALL), WALL)),
+                format_ratio(ratio(row, best_peer(same, CPU), CPU)),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    floor = table.floor_cpu
+    sizes = table.sizes
+    lines += [
+        "",
+        f"CPU-s per GiB between {human(sizes[0])} and {human(sizes[-1])} (the slope of the "
+        "median CPU-s: the start-up cancels), against the best peer's slope and the floor.",
+        "",
+        *header("tool", "CPU-s/GiB slope", "vs best peer", "vs floor"),
+    ]
+    best = table.best_slope()
+    for slope in table.slopes():
+        versus = slope.cpu_per_gib / best.cpu_per_gib if best and best.cpu_per_gib > 0 else None
+        cells = [
+            md(slope.tool),
+            f"{slope.cpu_per_gib:.2f}",
+            format_ratio(versus),
+            format_ratio(slope.cpu_per_gib / floor if floor else None),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    parts = [f"{row.tool} {spread(row.cpu)}" for row in table.floor]
+    if floor is not None and table.floor:
+        volume = human(table.floor[0].size)
+        lines += [
+            "",
+            f"The floor, librados alone: `rbd bench` 4 MiB sequential, 8 threads, {volume}, the "
+            f"client's CPU-s/GiB: {' + '.join(parts)} = {floor:.2f} (medians).",
+        ]
+    return "\n".join(lines)
+
+
+def scaled(value: Stats, factor: float) -> Stats:
+    return Stats(value.median * factor, value.low * factor, value.high * factor, value.count)
 
 
 def extras_section(all_rows: Sequence[Row], links: dict[str, str]) -> str:

@@ -113,7 +113,11 @@ def test_quick_run_measures_every_path_and_peer(tmp_path: Path) -> None:
     for path, peers in PEERS.items():
         tools = {run["tool"] for run in main if run["path"] == path}
         assert tools >= {"asyncopy", *peers}, path
-    assert all(run["verified"] is True for run in results["runs"] if run["group"] != "ceiling")
+    assert all(
+        run["verified"] is True
+        for run in results["runs"]
+        if run["group"] not in ("ceiling", "floor")
+    )
     assert all(run["seconds"] > 0 and run["peak_rss"] > 0 for run in results["runs"])
     assert {run["group"] for run in results["runs"]} == {
         "main",
@@ -121,6 +125,8 @@ def test_quick_run_measures_every_path_and_peer(tmp_path: Path) -> None:
         "verify",
         "sparse",
         "rss",
+        "scaling",
+        "floor",
     }
     assert {run["tool"] for run in results["runs"] if run["group"] == "main"} >= {
         "asyncopy --verify"
@@ -148,6 +154,55 @@ def test_quick_run_measures_every_path_and_peer(tmp_path: Path) -> None:
         assert plot.read_bytes().startswith(b"\x89PNG")
         assert f"]({Path('..') / 'plots' / plot.name})" in markdown.read_text()
     check_cpu_figures(results, markdown.read_text())
+    check_scaling(results, markdown.read_text())
+
+
+SCALING_TOOLS = ["asyncopy", "qemu-img convert -m 8 -W", "qemu-img convert -m 16 -W", "rbd cp"]
+
+
+def check_scaling(results: dict[str, Any], markdown: str) -> None:
+    """Both dense sizes copied by every tool, checked; the slopes and the floor from the runs."""
+    runs = [item for item in results["runs"] if item["group"] == "scaling"]
+    assert {(item["size"], item["tool"]) for item in runs} == {
+        (size, tool) for size in (32 * MiB, 96 * MiB) for tool in SCALING_TOOLS
+    }
+    assert all(item["allocated"] == item["size"] == item["source_allocated"] for item in runs)
+    table = results["scaling"]
+    assert table["sizes"] == [32 * MiB, 96 * MiB]
+    rows = {(row["size"], row["tool"]): row for row in results["rows"] if row["group"] == "scaling"}
+    cpu = {key: row["cpu"]["median"] * row["size"] / (1 << 30) for key, row in rows.items()}
+    floor = [row for row in results["rows"] if row["group"] == "floor"]
+    assert [row["tool"] for row in floor] == ["rbd bench write", "rbd bench read"]
+    assert all(row["size"] == 96 * MiB for row in floor)
+    floor_cpu = sum(row["cpu"]["median"] for row in floor)
+    assert floor_cpu > 0
+    assert table["floor_cpu_per_gib"] == pytest.approx(floor_cpu)
+    assert [slope["tool"] for slope in table["slopes"]] == SCALING_TOOLS
+    section = markdown.partition("## rbd -> rbd scaling (dense)")[2]
+    assert section, "no scaling section in the report"
+    for slope in table["slopes"]:
+        tool = slope["tool"]
+        expected = (cpu[(96 * MiB, tool)] - cpu[(32 * MiB, tool)]) * 1024 / (96 - 32)
+        assert slope["cpu_per_gib"] == pytest.approx(expected), tool
+        assert slope["ratio_floor"] == pytest.approx(expected / floor_cpu), tool
+        assert f"| {tool} | {expected:.2f} |" in section, tool
+    for item in table["rows"]:
+        row = rows[(item["size"], item["tool"])]
+        assert item["seconds"] == row["seconds"]["median"] > 0
+        assert item["cpu_seconds"] == pytest.approx(cpu[(item["size"], item["tool"])])
+        assert item["best_peer_seconds"] in SCALING_TOOLS[1:]
+        best = rows[(item["size"], item["best_peer_seconds"])]
+        assert item["ratio_best_peer_seconds"] == pytest.approx(
+            row["seconds"]["median"] / best["seconds"]["median"]
+        )
+        assert f"| {item['volume']} | {item['tool']} | {row['seconds']['median']:.2f} (" in section
+    names = {target["name"] for target in results["targets"]}
+    assert {
+        "rbd -> rbd, 32.0 MiB dense: asyncopy <= 1.0x best peer",
+        "rbd -> rbd, 96.0 MiB dense: asyncopy <= 1.0x best peer",
+        "rbd -> rbd, dense 32.0 MiB to 96.0 MiB: asyncopy CPU slope <= 1.0x the best peer's",
+    } <= names
+    assert f"= {floor_cpu:.2f} (medians)" in section
 
 
 def check_cpu_figures(results: dict[str, Any], markdown: str) -> None:
@@ -414,6 +469,70 @@ def test_targets_met_and_not_met() -> None:
     overhead = next(goal for name, goal in goals.items() if "copy --verify" in name)
     assert overhead.value == pytest.approx(0.4)
     assert "+0.40 s (+80%)" in overhead.figure
+
+
+def test_scaling_slopes_ratios_and_targets() -> None:
+    """The issue's figures: the slope leaves the start-up out; a tool at one size has none."""
+    small, large = 512 * MiB, 2560 * MiB
+    measured = [  # tool, size, [(wall, CPU-s) per round]
+        ("asyncopy", "asyncopy", small, [(0.75, 0.49), (0.70, 0.60), (0.90, 0.40)]),
+        ("asyncopy", "asyncopy", large, [(4.10, 1.54), (4.00, 1.40), (4.50, 2.00)]),
+        ("qemu-img convert -m 16 -W", "peer", small, [(0.53, 0.42)]),
+        ("qemu-img convert -m 16 -W", "peer", large, [(1.95, 1.78)]),
+        ("rbd cp", "peer", small, [(0.60, 0.35)]),
+        ("rbd cp", "peer", large, [(3.10, 1.63)]),
+        ("qemu-img convert -m 8 -W", "peer", large, [(1.97, 1.51)]),
+    ]
+    runs = [
+        run(
+            tool,
+            role,
+            wall,
+            group="scaling",
+            layout=f"{size // MiB} MiB dense",
+            size=size,
+            cpu_seconds=cpu,
+            round=number,
+        )
+        for tool, role, size, rounds in measured
+        for number, (wall, cpu) in enumerate(rounds)
+    ]
+    runs += [
+        run(tool, "ceiling", 1.0, group="floor", path="-", size=large, cpu_seconds=cpu)
+        for tool, cpu in (("rbd bench write", 0.60), ("rbd bench read", 0.40))
+    ]
+    rows = report.rows(runs)
+    table = report.scaling(rows)
+    assert table is not None
+    assert table.sizes == [small, large]
+    assert table.floor_cpu == pytest.approx(0.24 + 0.16)
+    slopes = {slope.tool: slope.cpu_per_gib for slope in table.slopes()}
+    assert slopes == pytest.approx(
+        {"asyncopy": 0.525, "qemu-img convert -m 16 -W": 0.68, "rbd cp": 0.64}
+    )
+    best = table.best_slope()
+    assert best is not None
+    assert best.tool == "rbd cp"
+    goals = {goal.name: goal for goal in report.scaling_targets(rows)}
+    assert {name: goal.met for name, goal in goals.items()} == {
+        "rbd -> rbd, 512 MiB dense: asyncopy <= 1.0x best peer": False,  # 0.75 / 0.53
+        "rbd -> rbd, 2560 MiB dense: asyncopy <= 1.0x best peer": False,  # 4.10 / 1.95
+        "rbd -> rbd, dense 512.0 MiB to 2.5 GiB: asyncopy CPU slope <= 1.0x the best peer's": True,
+    }
+    assert [goal.value for goal in goals.values()] == pytest.approx(
+        [0.75 / 0.53, 4.10 / 1.95, 0.525 / 0.64]
+    )
+    document = report.scaling_json(table)
+    mine = next(r for r in document["rows"] if r["size"] == large and r["tool"] == "asyncopy")
+    assert mine["best_peer_cpu"] == "qemu-img convert -m 8 -W"
+    assert mine["ratio_best_peer_cpu"] == pytest.approx(1.54 / 1.51)
+    assert mine["cpu_seconds"] == pytest.approx(1.54)
+    ratios = {slope["tool"]: slope["ratio_floor"] for slope in document["slopes"]}
+    assert ratios["asyncopy"] == pytest.approx(0.525 / 0.40)
+    section = report.scaling_section(table)
+    assert "| 2560 MiB dense | asyncopy | 4.10 (4.00-4.50) | 1.54 (1.40-2.00) |" in section
+    assert "| asyncopy | 0.53 | 0.82x | 1.31x |" in section
+    assert "rbd bench write 0.24 (0.24-0.24) + rbd bench read 0.16 (0.16-0.16) = 0.40" in section
 
 
 def test_rounds_rotate_and_filters_pick_known_names() -> None:
