@@ -10,9 +10,11 @@ import pytest
 import trio
 
 from asyncopy.api import copy_uri
-from asyncopy.core.engine import ADAPTIVE_LIMIT, CopyOptions
+from asyncopy.core.engine import ADAPTIVE_LIMIT, CopyOptions, window_limit
 from asyncopy.core.pipeline import aligned_buffer
 from asyncopy.core.window import START, Tuner, Window
+from asyncopy.specs import open_source
+from tests.cephtools import Cluster
 from tests.conftest import write_pattern
 
 MiB = 1 << 20
@@ -131,3 +133,22 @@ async def test_a_copy_at_the_defaults_and_at_a_fixed_depth_is_identical(
         assert result.depth <= CopyOptions().workers
     else:
         assert result.depth == depth
+
+
+async def test_a_chunk_read_from_rbd_counts_twice_against_the_budget(
+    ceph: Cluster, tmp_path: Path
+) -> None:
+    """librados holds each read's reply in buffers of its own before librbd copies it into
+    the engine's: at the defaults an RBD source gets half the chunks in flight a file does."""
+    name = ceph.name()
+    ceph.create(name, 64 * MiB, [(0, 8 * MiB)])
+    plain = tmp_path / "plain.img"
+    write_pattern(plain, 8 * MiB, [(0, MiB)])
+    defaults, budget = CopyOptions(), CopyOptions(max_inflight_bytes=128 * MiB)
+    async with open_source(ceph.uri(name)) as image, open_source(str(plain)) as file:
+        assert window_limit(defaults, image) == 8 == defaults.workers // 2
+        assert window_limit(budget, image) == 16
+        assert window_limit(CopyOptions(depth=12), image) == 12  # a fixed depth is as given
+        assert window_limit(defaults, file) == defaults.workers == 16
+    result = await copy_uri(ceph.uri(name), str(tmp_path / "copy.img"))
+    assert 1 <= result.depth <= 8

@@ -73,7 +73,8 @@ OPTS: list[cfg.Opt] = [
         type=Size(),
         default=_DEFAULTS.max_inflight,
         help="Buffer budget: at most max_inflight / chunk_size chunks (and depth, if set) are "
-        "held at once. At least chunk_size.",
+        "held at once; unless depth is set, a chunk read from RBD counts twice (librados "
+        "holds it too). At least chunk_size.",
     ),
     cfg.Opt(
         "sparse_size",

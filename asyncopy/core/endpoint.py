@@ -72,6 +72,16 @@ class Versioned(Protocol):
 
 
 @runtime_checkable
+class ReadsTwice(Protocol):
+    """A volume whose library reads into buffers of its own, then copies into the caller's
+    (librbd: librados receives every reply into its own buffers): a read in flight holds its
+    bytes twice, and the copy's memory budget counts them twice."""
+
+    def reads_twice(self) -> bool:
+        """True: count each read in flight twice against ``max_inflight``."""
+
+
+@runtime_checkable
 class Watched(Protocol):
     """A source that can tell whether another client may have written it while it was read
     (the head of an RBD image): the copy then fails rather than present bytes of no single

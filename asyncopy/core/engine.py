@@ -47,7 +47,7 @@ from typing import Any
 
 import trio
 
-from asyncopy.core.endpoint import Sink, Volume, Watched
+from asyncopy.core.endpoint import ReadsTwice, Sink, Volume, Watched
 from asyncopy.core.journal import Journal, Record
 from asyncopy.core.limits import (
     buffer_size,
@@ -249,7 +249,10 @@ class _Copy:
         block = math.lcm(source.block_size, sink.block_size)
         self.buffer_size = buffer_size(options.chunk_size, source.size, block)
         self.window = Window(
-            options.workers, self.buffer_size, aligned_buffer, fixed=options.depth is not None
+            window_limit(options, source),
+            self.buffer_size,
+            aligned_buffer,
+            fixed=options.depth is not None,
         )
         # A source that hands its own buffers over, when the sink takes any buffer
 
@@ -279,7 +282,7 @@ class _Copy:
     async def run(self) -> CopyResult:
         started = time.monotonic()
         # The buffers live only as long as the window: verification then allocates its own.
-        workers = [self._work for _ in range(self.options.workers)]
+        workers = [self._work for _ in range(self.window.limit)]
         copying = partial(fan_out, self._produce, workers)
         if self.journal is None:
             await copying()
@@ -504,6 +507,14 @@ class _Copy:
             ranges=skipped,
         )
         table.take(read)
+
+
+def window_limit(options: CopyOptions, source: Volume) -> int:
+    """The most chunks in flight: ``depth`` when fixed; else what ``max_inflight`` holds,
+    a chunk read from a source that reads twice counting twice."""
+    if options.depth is not None or not (isinstance(source, ReadsTwice) and source.reads_twice()):
+        return options.workers
+    return max(1, min(options.workers, options.max_inflight_bytes // (2 * options.chunk_size)))
 
 
 def _analyse(view: memoryview, sparse_size: int, hashing: bool) -> tuple[bytes, list[Segment]]:

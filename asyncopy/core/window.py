@@ -105,6 +105,7 @@ class Window:
         fixed: bool,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self.limit = limit
         self.tuner = None if fixed else Tuner(limit)
         self.size = limit if self.tuner is None else self.tuner.size
         self.largest = self.size

@@ -42,6 +42,9 @@ class RbdVolume:
         self.whole_object = bool(fast_diff) and not image.flags & FAST_DIFF_INVALID
         self._metadata = trio.CapacityLimiter(METADATA_THREADS)
 
+    def reads_twice(self) -> bool:
+        return True  # librados' receive buffer, then ours
+
     def identities(self) -> frozenset[Identity]:
         with map_errors(self.name, "identify"):
             return frozenset({("rbd", *self.image.identity(), self.snapshot)})
