@@ -152,3 +152,19 @@ async def test_a_chunk_read_from_rbd_counts_twice_against_the_budget(
         assert window_limit(defaults, file) == defaults.workers == 16
     result = await copy_uri(ceph.uri(name), str(tmp_path / "copy.img"))
     assert 1 <= result.depth <= 8
+
+
+async def test_the_copys_buffers_are_let_go_before_it_verifies() -> None:
+    """A verifying re-read allocates buffers of its own: the copy's must not be held on top."""
+    made: list[memoryview] = []
+
+    def make(size: int) -> memoryview:
+        made.append(aligned_buffer(size))
+        return made[-1]
+
+    window = Window(4, MiB, make, fixed=True)
+    async with window.slot():
+        pass
+    assert len(window.free) == 1
+    window.release()
+    assert window.free == []

@@ -284,10 +284,13 @@ class _Copy:
         # The buffers live only as long as the window: verification then allocates its own.
         workers = [self._work for _ in range(self.window.limit)]
         copying = partial(fan_out, self._produce, workers)
-        if self.journal is None:
-            await copying()
-        else:
-            await alongside(copying, self._committing)
+        try:
+            if self.journal is None:
+                await copying()
+            else:
+                await alongside(copying, self._committing)
+        finally:
+            self.window.release()
         skip = self.skip
         if any(skip is None or not skip.covers(*run) for run in self.digests.missing()):
             raise EndpointError(self.source.name, "copy", "not every chunk was copied")

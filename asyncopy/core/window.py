@@ -144,6 +144,10 @@ class Window:
             async with self.changed:
                 self.changed.notify_all()
 
+    def release(self) -> None:
+        """Let the free buffers go (the copy is over: a verification reads with its own)."""
+        self.free.clear()
+
     def done(self, nbytes: int) -> None:
         """A chunk of ``nbytes`` completed: the epoch's measure, and the next size."""
         if self.tuner is None:
