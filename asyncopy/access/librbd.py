@@ -6,8 +6,8 @@
   shut down when its last user leaves. A source and a destination on one cluster sharing one
   connection share its one session with each OSD: a dense 2.5 GiB rbd -> rbd copy took
   3.1-3.6 s that way and 2.3-2.4 s with a connection each (as qemu-img, which opens one per
-  image); more messenger threads or larger objecter throttles on the shared one did not
-  help (``benchmarks/RESULTS.md``).
+  image), 3 interleaved rounds on a single-node memstore cluster; more messenger threads or
+  larger objecter throttles on the shared one did not help.
 - **No thread hop, no GIL taken by librbd.** Reads and writes are ``rbd_aio_*`` requests made
   from the event loop, straight into or out of the caller's buffer, with completions that have
   no callback: librbd queues each on the image and signals the image's eventfd. One waiting
