@@ -25,14 +25,19 @@
    asyncopy's peak RSS at 1, 4 and 16 GiB (each image holding the same 128 MiB), and dense
    rbd -> new rbd at 512 MiB and 2.5 GiB beside ``qemu-img convert -m 8 -W``, ``-m 16 -W``
    and ``rbd cp``, with each tool's CPU slope between the sizes against the floor (``rbd
-   bench`` write + read, ``benchmarks/scaling.py``).
+   bench`` write + read, ``benchmarks/scaling.py``). On the dense layout's sources (or the
+   first layout's), asyncopy's self-tuning in-flight window against ``--depth`` 4, 8, 16 and
+   32 on rbd -> rbd, file -> rbd, rbd -> iscsi, iscsi -> rbd and rbd -> file (``--quick``:
+   4 and 16), with the depth the window reached (``benchmarks/sweep.py``).
 5. ``results.json`` and the plots in ``--out``, the Markdown report at ``--markdown``; the
    targets table on stdout. Everything is torn down at the end, after an error and on Ctrl-C.
 
 Kept near 20 minutes at the defaults: Cinder's ``copy_volume`` runs on the 50% layout only
 and ``dd`` not on the 1% one (both copy every byte of any layout, so their times hardly move),
 and the cluster settles 0.5 s after each RBD output is removed. ``--quick`` runs the 50%
-layout only, at 64 MiB, once, with small extras: every path and peer once.
+layout only, at 64 MiB, once, with small extras: every path and peer once. The depth sweep
+adds about 12 minutes at the defaults (75 copies of 2 GiB: five paths, tuned and four fixed
+depths, three rounds; estimated from the last run's medians and per-run checks).
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ from typing import Any, TypeVar
 from asyncopy.core.engine import DEFAULT_MAX_INFLIGHT
 from asyncopy.core.sizes import human, parse_size
 from asyncopy.errors import AsyncopyError
-from benchmarks import report, scaling
+from benchmarks import report, scaling, sweep
 from benchmarks.cinder_runs import MANAGERS, migrate_there_and_back
 from benchmarks.measure import (
     BenchError,
@@ -136,12 +141,18 @@ class Settings:
     sizes: ExtraSizes
     command: str
     scaling: ScalingSizes = FULL_SCALING
+    depths: tuple[int, ...] = sweep.FULL_DEPTHS
     render: Path | None = None
 
     @property
     def extras_layout(self) -> Layout:
         """The layout of the --verify extras: 50% if it is run, else the first."""
         return next((lay for lay in self.layouts if lay.id == "50"), self.layouts[0])
+
+    @property
+    def sweep_layout(self) -> Layout:
+        """The layout of the depth sweep: dense if it is run, else the first."""
+        return next((lay for lay in self.layouts if lay.id == "100"), self.layouts[0])
 
     @property
     def osd_bytes(self) -> int:
@@ -188,6 +199,7 @@ def parse_args(argv: Sequence[str]) -> Settings:
         settle=0.2 if args.quick else 0.5,
         sizes=QUICK_EXTRAS if args.quick else FULL_EXTRAS,
         scaling=QUICK_SCALING if args.quick else FULL_SCALING,
+        depths=sweep.QUICK_DEPTHS if args.quick else sweep.FULL_DEPTHS,
         command=shlex.join(["python", "-m", "benchmarks.bench", *argv]),
         render=args.render,
     )
@@ -345,6 +357,8 @@ class Bench:
                         self.one(case, tool, round_number)
             if extras_here:
                 self.verify_against_compare(layout, sources["rbd"])
+            if self.s.extras and layout == self.s.sweep_layout:
+                self.depth_sweep(layout, sources, manifest)
 
     def make_sources(
         self, layout: Layout, made: ExitStack, with_rbd: bool
@@ -396,6 +410,9 @@ class Bench:
         seconds = timing.seconds
         if tool.role is Role.CINDER:
             seconds = float(json.loads(timing.stdout)["seconds"])
+        depth = None
+        if tool.role is Role.ASYNCOPY and "--json" in tool.argv:
+            depth = int(json.loads(timing.stdout)["depth"])
         if case.manifest is None:
             check_identical(case.reference, dst.uri, what=what)
         else:
@@ -419,6 +436,7 @@ class Bench:
                 wall_seconds=timing.seconds,
                 cpu_seconds=timing.cpu_seconds,
                 daemon_cpu_seconds=timing.daemon_cpu_seconds,
+                depth=depth,
             )
         )
         daemons = sum(timing.daemon_cpu_seconds.values())
@@ -526,6 +544,28 @@ class Bench:
                 log(f"verify {what} round {round_number + 1}: {timing.seconds:.2f} s")
                 time.sleep(self.s.settle)
         self.rbd_cli("rm", copy.image)
+
+    def depth_sweep(self, layout: Layout, sources: dict[str, Endpoint], manifest: str) -> None:
+        """asyncopy tuned and at fixed depths on the swept paths (``benchmarks/sweep.py``)."""
+        cases = [
+            Case(
+                group=report.SWEEP_GROUP,
+                layout=layout.id,
+                path=route.title,
+                src=sources[route.src],
+                dst=self.dst[route.dst],
+                reference=sources["file"].uri,
+                source_allocated=self.sources[layout.id].get(route.src),
+                size=self.s.size,
+                manifest=manifest,
+            )
+            for route in sweep.routes(self.s.routes)
+        ]
+        for round_number in range(self.s.repeats):
+            for case in cases:
+                found = sweep.copiers(case.src, case.dst, self.s.depths)
+                for tool in rotated(found, round_number):
+                    self.one(case, tool, round_number)
 
     def images(self, wanted: Sequence[tuple[str, int, int]], made: ExitStack) -> list[Image]:
         """Images (label, size, objects of data) written through librbd; removed after."""

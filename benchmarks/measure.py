@@ -67,6 +67,7 @@ class Run:
     wall_seconds: float | None = None
     cpu_seconds: float | None = None
     daemon_cpu_seconds: dict[str, float] | None = None
+    depth: int | None = None  # asyncopy copy --json: the most chunks its window let in flight
 
     @property
     def stack_cpu_seconds(self) -> float | None:

@@ -14,7 +14,10 @@ wall time, never as the best peer), and the targets, each met or not with its fi
 - no asyncopy destination more allocated than its source;
 - dense rbd -> new rbd at two sizes: asyncopy's wall <= 1.0x the best peer's at each size, and
   its CPU slope (CPU-s per GiB between the sizes, start-up left out) <= 1.0x the best peer's;
-  every slope is also given against the floor, librados' own write + read per GiB.
+  every slope is also given against the floor, librados' own write + read per GiB;
+- the depth sweep: on each swept path, asyncopy's self-tuning window <= 1.05x the median wall
+  time of the best fixed ``--depth`` (its fixed-depth runs, whose budget is raised to fit the
+  depth, are left out of the peak RSS target).
 """
 
 from __future__ import annotations
@@ -53,6 +56,9 @@ ASYNCOPY_ROLES = ("asyncopy", "asyncopy --verify")
 SCALING_PATH = "rbd -> rbd"
 SCALING_LIMIT = 1.0  # asyncopy against the best peer, in wall time and in CPU slope
 FLOOR_TOOLS = ("rbd bench write", "rbd bench read")
+SWEEP_GROUP = "sweep"
+SWEEP_TUNED = "asyncopy"  # the sweep's run at the defaults; the others fix --depth
+SWEEP_LIMIT = 1.05  # the tuned window against the best fixed depth, in wall time
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +89,7 @@ class Row:
     source_allocated: int | None
     cpu: Stats | None = None  # the copier's CPU seconds per GiB of the volume
     stack_cpu: Stats | None = None  # the copier's and the dev stack's daemons', per GiB
+    depth: Stats | None = None  # the most chunks asyncopy's window let in flight
 
     @property
     def mib_s(self) -> float:
@@ -104,6 +111,7 @@ def fold(runs: Sequence[Run]) -> Row:
     used = [run.allocated for run in runs if run.allocated is not None]
     cpu = [per_gib(run.cpu_seconds, run.size) for run in runs if run.cpu_seconds is not None]
     stack = [per_gib(s, run.size) for run in runs if (s := run.stack_cpu_seconds) is not None]
+    depth = [float(run.depth) for run in runs if run.depth is not None]
     return Row(
         first.group,
         first.layout,
@@ -117,6 +125,7 @@ def fold(runs: Sequence[Run]) -> Row:
         first.source_allocated,
         stats(cpu) if cpu else None,
         stats(stack) if stack else None,
+        stats(depth) if depth else None,
     )
 
 
@@ -245,6 +254,7 @@ def targets(all_rows: Sequence[Row], runs: Sequence[Run]) -> list[Target]:
         *rss_targets(all_rows, runs),
         *allocation_targets(runs),
         *scaling_targets(all_rows),
+        *sweep_targets(all_rows),
     ]
 
 
@@ -382,9 +392,18 @@ def is_asyncopy(run: Run) -> bool:
     return run.role in ASYNCOPY_ROLES or run.tool == "asyncopy verify"
 
 
+def raised_budget(run: Run) -> bool:
+    """A fixed-depth run of the sweep: its in-flight budget is raised to fit the depth."""
+    return run.group == SWEEP_GROUP and run.tool != SWEEP_TUNED
+
+
 def rss_targets(all_rows: Sequence[Row], runs: Sequence[Run]) -> list[Target]:
     found = []
-    measured = [run for run in runs if is_asyncopy(run) and run.peak_rss is not None]
+    measured = [
+        run
+        for run in runs
+        if is_asyncopy(run) and run.peak_rss is not None and not raised_budget(run)
+    ]
     if measured:
         worst = max(measured, key=lambda run: run.peak_rss or 0)
         peak = worst.peak_rss or 0
@@ -575,6 +594,78 @@ def scaling_json(table: Scaling) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """One path of the depth sweep: asyncopy tuned, and at each fixed depth."""
+
+    path: str
+    tuned: Row
+    fixed: tuple[Row, ...]  # by depth, as they first ran
+
+    @property
+    def best(self) -> Row:
+        """The fixed depth lowest in median wall time."""
+        return min(self.fixed, key=wall_median)
+
+    @property
+    def ratio(self) -> float:
+        return self.tuned.seconds.median / self.best.seconds.median
+
+    @property
+    def reached(self) -> Stats | None:
+        return self.tuned.depth
+
+
+def sweeps(all_rows: Sequence[Row]) -> list[Sweep]:
+    """Per swept path, in the order they ran; a path without a fixed depth is left out."""
+    found = []
+    chosen = [row for row in all_rows if row.group == SWEEP_GROUP]
+    for tuned in (row for row in chosen if row.tool == SWEEP_TUNED):
+        fixed = tuple(r for r in chosen if r.path == tuned.path and r.tool != SWEEP_TUNED)
+        if fixed:
+            found.append(Sweep(tuned.path, tuned, fixed))
+    return found
+
+
+def sweep_targets(all_rows: Sequence[Row]) -> list[Target]:
+    found = []
+    for item in sweeps(all_rows):
+        best = item.best
+        figure = (
+            f"{item.ratio:.2f}x: {seconds(item.tuned.seconds.median)} vs {best.tool} "
+            f"{seconds(best.seconds.median)}"
+        )
+        name = f"{item.path}: tuned window within 5% of the best fixed depth"
+        limit = f"<= {SWEEP_LIMIT:.2f}x"
+        found.append(Target(name, figure, limit, item.ratio <= SWEEP_LIMIT, item.ratio))
+    return found
+
+
+def sweep_json(found: Sequence[Sweep]) -> list[dict[str, Any]]:
+    """Per path the medians of each run, the best fixed depth, the ratio, the depth reached."""
+    return [
+        {
+            "path": item.path,
+            "layout": item.tuned.layout,
+            "runs": [
+                {
+                    "tool": row.tool,
+                    "seconds": row.seconds.median,
+                    "cpu_seconds": cpu_seconds(row),
+                    "peak_rss": row.peak_rss,
+                }
+                for row in (*item.fixed, item.tuned)
+            ],
+            "best_fixed": item.best.tool,
+            "best_fixed_seconds": item.best.seconds.median,
+            "tuned_seconds": item.tuned.seconds.median,
+            "ratio_best_fixed": item.ratio,
+            "depth_reached": None if item.reached is None else asdict(item.reached),
+        }
+        for item in found
+    ]
+
+
 def best_tool(same: Sequence[Row], metric: Metric) -> str | None:
     best = best_peer(same, metric)
     return None if best is None else best.tool
@@ -629,6 +720,9 @@ def write(results: Results, out: Path, markdown: Path) -> list[Target]:
     table = scaling(all_rows)
     if table is not None:
         document["scaling"] = scaling_json(table)
+    swept = sweeps(all_rows)
+    if swept:
+        document["sweep"] = sweep_json(swept)
     (out / "results.json").write_text(json.dumps(document, indent=1) + "\n")
     drawn = draw(results, all_rows, plots)
     links = {name: os.path.relpath(path, markdown.parent) for name, path in drawn.items()}
@@ -705,6 +799,9 @@ def render(
     table = scaling(all_rows)
     if table is not None:
         parts.append(scaling_section(table))
+    swept = sweeps(all_rows)
+    if swept:
+        parts.append(sweep_section(swept))
     if results.cinder_migrations:
         parts.append(cinder_section(results.cinder_migrations))
     if results.not_applicable:
@@ -962,6 +1059,42 @@ def scaling_section(table: Scaling) -> str:
             f"The floor, librados alone: `rbd bench` 4 MiB sequential, 8 threads, {volume}, the "
             f"client's CPU-s/GiB: {' + '.join(parts)} = {floor:.2f} (medians).",
         ]
+    return "\n".join(lines)
+
+
+def sweep_section(found: Sequence[Sweep]) -> str:
+    """Per path each fixed depth and the tuned window, the best fixed depth, the ratio."""
+    layout = layout_name(found[0].tuned.layout)
+    lines = [
+        "## In-flight window against a depth sweep",
+        "",
+        f"asyncopy `copy` on the {layout} layout's sources at its defaults (the window tunes "
+        "how many chunks are in flight) and with `--depth D` (the budget `--max-inflight` "
+        "raised to D x 4 MiB x 2, so that it does not cap the depth); medians (min-max) of "
+        "the interleaved rounds, process start included; CPU is the copier's user + sys. "
+        'Ratios are against the best fixed depth in wall time; "depth reached" is the most '
+        "chunks the tuned window let in flight.",
+        "",
+        *header("path", "run", "wall s", "CPU-s", "peak RSS", "vs best fixed"),
+    ]
+    for item in found:
+        for row in (*item.fixed, item.tuned):
+            cpu = "n/a" if row.cpu is None else spread(scaled(row.cpu, row.size / GiB))
+            cells = [
+                item.path,
+                md(row.tool),
+                spread(row.seconds),
+                cpu,
+                size_or_na(row.peak_rss, "none"),
+                format_ratio(row.seconds.median / item.best.seconds.median),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", *header("path", "best fixed depth", "tuned / best", "depth reached")]
+    for item in found:
+        depth = item.reached
+        reached = "n/a" if depth is None else f"{depth.median:g} ({depth.low:g}-{depth.high:g})"
+        cells = [item.path, md(item.best.tool), format_ratio(item.ratio), reached]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

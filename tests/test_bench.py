@@ -127,6 +127,7 @@ def test_quick_run_measures_every_path_and_peer(tmp_path: Path) -> None:
         "rss",
         "scaling",
         "floor",
+        "sweep",
     }
     assert {run["tool"] for run in results["runs"] if run["group"] == "main"} >= {
         "asyncopy --verify"
@@ -155,6 +156,7 @@ def test_quick_run_measures_every_path_and_peer(tmp_path: Path) -> None:
         assert f"]({Path('..') / 'plots' / plot.name})" in markdown.read_text()
     check_cpu_figures(results, markdown.read_text())
     check_scaling(results, markdown.read_text())
+    check_sweep(results, markdown.read_text())
 
 
 SCALING_TOOLS = ["asyncopy", "qemu-img convert -m 8 -W", "qemu-img convert -m 16 -W", "rbd cp"]
@@ -203,6 +205,52 @@ def check_scaling(results: dict[str, Any], markdown: str) -> None:
         "rbd -> rbd, dense 32.0 MiB to 96.0 MiB: asyncopy CPU slope <= 1.0x the best peer's",
     } <= names
     assert f"= {floor_cpu:.2f} (medians)" in section
+
+
+SWEEP_PATHS = ["rbd -> rbd", "rbd -> file", "file -> rbd", "rbd -> iscsi", "iscsi -> rbd"]
+SWEEP_DEPTHS = {"asyncopy --depth 4": 4, "asyncopy --depth 16": 16}
+
+
+def check_sweep(results: dict[str, Any], markdown: str) -> None:
+    """Each swept path tuned and at each fixed depth, checked; the ratios from the rows."""
+    runs = [item for item in results["runs"] if item["group"] == "sweep"]
+    assert {(item["path"], item["tool"]) for item in runs} == {
+        (path, tool) for path in SWEEP_PATHS for tool in ["asyncopy", *SWEEP_DEPTHS]
+    }
+    assert all(item["verified"] is True and item["layout"] == "50" for item in runs)
+    for item in runs:  # the window never lets more in flight than a fixed depth allows
+        assert 1 <= item["depth"] <= SWEEP_DEPTHS.get(item["tool"], item["depth"]), item
+    rows = {(row["path"], row["tool"]): row for row in results["rows"] if row["group"] == "sweep"}
+    section = markdown.partition("## In-flight window against a depth sweep")[2]
+    assert section, "no sweep section in the report"
+    section = section.partition("\n## ")[0]
+    targets = {target["name"]: target for target in results["targets"]}
+    assert [item["path"] for item in results["sweep"]] == SWEEP_PATHS
+    for item in results["sweep"]:
+        path = item["path"]
+        wall = {tool: rows[(path, tool)]["seconds"]["median"] for tool in SWEEP_DEPTHS}
+        best = min(wall, key=wall.__getitem__)
+        tuned = rows[(path, "asyncopy")]
+        value = tuned["seconds"]["median"] / wall[best]
+        assert item["best_fixed"] == best, path
+        assert item["best_fixed_seconds"] == wall[best] > 0
+        assert item["tuned_seconds"] == tuned["seconds"]["median"] > 0
+        assert item["ratio_best_fixed"] == pytest.approx(value), path
+        reached = [run["depth"] for run in runs if (run["path"], run["tool"]) == (path, "asyncopy")]
+        assert item["depth_reached"]["high"] == max(reached), path
+        assert {run["tool"] for run in item["runs"]} == {"asyncopy", *SWEEP_DEPTHS}
+        for tool in ("asyncopy", *SWEEP_DEPTHS):
+            row = rows[(path, tool)]
+            median = row["seconds"]["median"]
+            line = f"| {path} | {tool} | {median:.2f} ("
+            assert line in section, line
+            ratio = f"{median / wall[best]:.2f}x |"
+            assert ratio in section.partition(line)[2].split("\n")[0], (path, tool)
+        assert f"| {path} | {best} | {value:.2f}x | " in section, path
+        target = targets[f"{path}: tuned window within 5% of the best fixed depth"]
+        assert target["value"] == pytest.approx(value)
+        assert target["met"] is (value <= 1.05)
+        assert f"{value:.2f}x: " in target["figure"]
 
 
 def check_cpu_figures(results: dict[str, Any], markdown: str) -> None:
@@ -533,6 +581,58 @@ def test_scaling_slopes_ratios_and_targets() -> None:
     assert "| 2560 MiB dense | asyncopy | 4.10 (4.00-4.50) | 1.54 (1.40-2.00) |" in section
     assert "| asyncopy | 0.53 | 0.82x | 1.31x |" in section
     assert "rbd bench write 0.24 (0.24-0.24) + rbd bench read 0.16 (0.16-0.16) = 0.40" in section
+
+
+def test_sweep_best_fixed_depth_ratio_and_targets() -> None:
+    """The best fixed depth is the lowest median; a raised budget stays out of the RSS target."""
+    measured = [  # path, tool, [(wall, depth) per round]
+        ("rbd -> rbd", "asyncopy --depth 4", [(5.0, 4), (5.2, 4), (4.9, 4)]),
+        ("rbd -> rbd", "asyncopy --depth 16", [(4.0, 16), (4.4, 16), (3.9, 16)]),
+        ("rbd -> rbd", "asyncopy", [(4.1, 12), (4.3, 16), (4.0, 13)]),
+        ("rbd -> file", "asyncopy --depth 4", [(6.0, 4)]),
+        ("rbd -> file", "asyncopy --depth 16", [(6.5, 16)]),
+        ("rbd -> file", "asyncopy", [(6.6, 9)]),
+    ]
+    runs = [
+        run(
+            tool,
+            "asyncopy",
+            wall,
+            group="sweep",
+            layout="100",
+            path=path,
+            round=number,
+            depth=depth,
+            peak_rss=(200 if "16" in tool else 100) * MiB,
+        )
+        for path, tool, rounds in measured
+        for number, (wall, depth) in enumerate(rounds)
+    ]
+    rows = report.rows(runs)
+    found = report.sweeps(rows)
+    assert [(item.path, item.best.tool) for item in found] == [
+        ("rbd -> rbd", "asyncopy --depth 16"),
+        ("rbd -> file", "asyncopy --depth 4"),
+    ]
+    assert [item.ratio for item in found] == pytest.approx([4.1 / 4.0, 6.6 / 6.0])
+    reached = found[0].reached
+    assert reached is not None
+    assert (reached.median, reached.low, reached.high) == (13, 12, 16)
+    goals = {goal.name: goal.met for goal in report.sweep_targets(rows)}
+    assert goals == {
+        "rbd -> rbd: tuned window within 5% of the best fixed depth": True,
+        "rbd -> file: tuned window within 5% of the best fixed depth": False,
+    }
+    rss = report.rss_targets(rows, runs)
+    assert rss[0].value == 100 * MiB  # the depth-16 runs' 200 MiB are left out
+    document = report.sweep_json(found)
+    assert document[1]["best_fixed_seconds"] == 6.0
+    assert document[0]["depth_reached"]["high"] == 16
+    section = report.sweep_section(found)
+    assert "on the 100% layout" in section
+    assert "| rbd -> rbd | asyncopy | 4.10 (4.00-4.30) | " in section
+    assert "| rbd -> rbd | asyncopy --depth 16 | 4.00 (3.90-4.40) | " in section
+    assert "| rbd -> file | asyncopy --depth 4 | 1.10x | 9 (9-9) |" in section
 
 
 def test_rounds_rotate_and_filters_pick_known_names() -> None:
