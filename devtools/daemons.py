@@ -9,6 +9,7 @@ backend, oslo.privsep's helpers) leave none behind.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
 
@@ -29,6 +31,28 @@ class Daemon:
     name: str
     pid: int
     start_time: int
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write a tool's state (``daemons``: what it started) atomically: whatever happens
+    next, its ``down`` finds every daemon started so far."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def load_state(path: Path) -> tuple[dict[str, Any], list[Daemon]]:
+    """A state file's fields but ``daemons``, and its daemons.
+
+    Raises:
+        FileNotFoundError: no state file there.
+        ValueError: not a state file (bad JSON, no or bad ``daemons``).
+    """
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text())
+        return raw, [Daemon(**item) for item in raw.pop("daemons")]
+    except (TypeError, KeyError, AttributeError) as exc:
+        raise ValueError(str(exc)) from exc
 
 
 def spawn(

@@ -35,7 +35,7 @@ from typing import Any
 
 from asyncopy.core.sizes import parse_size
 from asyncopy.errors import UsageError
-from devtools.daemons import Daemon, alive, free_port, log_tails, spawn
+from devtools.daemons import Daemon, alive, free_port, load_state, log_tails, save_state, spawn
 from devtools.daemons import stop as stop_daemon
 
 STATE_FILE = "devstack.json"
@@ -72,22 +72,17 @@ class Stack:
     daemons: list[Daemon] = field(default_factory=list)
 
     def save(self) -> None:
-        """Write the state atomically: ``down`` must find every daemon started so far."""
-        path = Path(self.dir) / STATE_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(temporary, path)
+        save_state(Path(self.dir) / STATE_FILE, asdict(self))
 
     @classmethod
     def load(cls, directory: Path) -> Stack:
         path = directory / STATE_FILE
         try:
-            raw: dict[str, Any] = json.loads(path.read_text())
-            daemons = [Daemon(**item) for item in raw.pop("daemons")]
-            return cls(**raw, daemons=daemons)
+            fields, daemons = load_state(path)
+            return cls(**fields, daemons=daemons)
         except FileNotFoundError as exc:
             raise DevstackError(f"{directory}: no dev stack here ({STATE_FILE} missing)") from exc
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError) as exc:
             raise DevstackError(f"{path}: not a dev stack state file ({exc})") from exc
 
 

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from devtools import daemons, devstack
-from devtools.daemons import Daemon, free_port, log_tails
+from devtools.daemons import Daemon, free_port, load_state, log_tails, save_state
 
 STATE_FILE = "openstack.json"
 MARK = "DEVTOOLS_DEPLOYMENT"
@@ -101,24 +101,19 @@ class Deployment:
         return self.root / "ceph"
 
     def save(self) -> None:
-        """Write the state atomically: ``down`` must find everything started so far."""
-        path = self.root / STATE_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(asdict(self), indent=2) + "\n")
-        os.replace(temporary, path)
+        save_state(self.root / STATE_FILE, asdict(self))
 
     @classmethod
     def load(cls, directory: Path) -> Deployment:
         path = directory / STATE_FILE
         try:
-            raw: dict[str, Any] = json.loads(path.read_text())
-            started = [Daemon(**item) for item in raw.pop("daemons")]
-            return cls(**raw, daemons=started)
+            fields, started = load_state(path)
+            return cls(**fields, daemons=started)
         except FileNotFoundError as exc:
             raise DeploymentError(
                 f"{directory}: no deployment here ({STATE_FILE} missing)"
             ) from exc
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError) as exc:
             raise DeploymentError(f"{path}: not a deployment state file ({exc})") from exc
 
     def admin(self) -> dict[str, str]:
