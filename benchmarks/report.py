@@ -1006,6 +1006,12 @@ def cinder_section(migrations: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def timing_cells(label: str, row: Row) -> list[str]:
+    """A row's label, tool, wall, CPU-s and peak RSS cells, as the extras' tables show them."""
+    cpu = "n/a" if row.cpu is None else spread(scaled(row.cpu, row.size / GiB))
+    return [label, md(row.tool), spread(row.seconds), cpu, size_or_na(row.peak_rss, "none")]
+
+
 def scaling_section(table: Scaling) -> str:
     """The dense rbd -> new rbd copies per size and tool, then each tool's CPU slope."""
     lines = [
@@ -1021,13 +1027,8 @@ def scaling_section(table: Scaling) -> str:
     for size in table.sizes:
         same = table.at(size)
         for row in same:
-            cpu = "n/a" if row.cpu is None else spread(scaled(row.cpu, row.size / GiB))
             cells = [
-                row.layout,
-                md(row.tool),
-                spread(row.seconds),
-                cpu,
-                size_or_na(row.peak_rss, "none"),
+                *timing_cells(row.layout, row),
                 format_ratio(ratio(row, best_peer(same, WALL), WALL)),
                 format_ratio(ratio(row, best_peer(same, CPU), CPU)),
             ]
@@ -1079,16 +1080,8 @@ def sweep_section(found: Sequence[Sweep]) -> str:
     ]
     for item in found:
         for row in (*item.fixed, item.tuned):
-            cpu = "n/a" if row.cpu is None else spread(scaled(row.cpu, row.size / GiB))
-            cells = [
-                item.path,
-                md(row.tool),
-                spread(row.seconds),
-                cpu,
-                size_or_na(row.peak_rss, "none"),
-                format_ratio(row.seconds.median / item.best.seconds.median),
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
+            ratio_to_best = format_ratio(row.seconds.median / item.best.seconds.median)
+            lines.append("| " + " | ".join([*timing_cells(item.path, row), ratio_to_best]) + " |")
     lines += ["", *header("path", "best fixed depth", "tuned / best", "depth reached")]
     for item in found:
         depth = item.reached
