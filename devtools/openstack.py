@@ -127,15 +127,6 @@ class Deployment:
             "project_domain_name": "Default",
         }
 
-    def environ(self) -> dict[str, str]:
-        """OS_* variables for python-openstackclient, as the admin."""
-        names = {"auth_url": "OS_AUTH_URL", "username": "OS_USERNAME"}
-        names |= {"password": "OS_PASSWORD", "project_name": "OS_PROJECT_NAME"}
-        names |= {"user_domain_name": "OS_USER_DOMAIN_NAME"}
-        names |= {"project_domain_name": "OS_PROJECT_DOMAIN_NAME"}
-        variables = {names[key]: value for key, value in self.admin().items()}
-        return variables | {"OS_IDENTITY_API_VERSION": "3", "OS_INTERFACE": "public"}
-
 
 def missing_packages() -> list[str]:
     """Debian packages whose commands are missing, in a stable order."""

@@ -111,7 +111,6 @@ class Window:
         self.largest = self.size
         self.busy = 0
         self.free: list[memoryview] = []
-        self.made = 0
         self.buffer_size = buffer_size
         self.make_buffer = make_buffer
         self.changed = trio.Condition()
@@ -127,17 +126,13 @@ class Window:
             while self.busy >= self.size:
                 await self.changed.wait()
             self.busy += 1
-        buffer = self.free.pop() if self.free else self._new_buffer()
+        buffer = self.free.pop() if self.free else self.make_buffer(self.buffer_size)
         try:
             yield buffer
         finally:
             self.free.append(buffer)
             self.busy -= 1
             await self._wake()
-
-    def _new_buffer(self) -> memoryview:
-        self.made += 1
-        return self.make_buffer(self.buffer_size)
 
     async def _wake(self) -> None:
         with trio.CancelScope(shield=True):  # a slot given back always wakes a waiter
